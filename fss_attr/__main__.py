@@ -1,0 +1,5 @@
+import sys
+
+from fss_attr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,168 @@
+"""The Affinity Explainer (AffEx): which support pixels made the query prediction.
+
+Definitions follow design.md §1; the fast backends use the identity of §2: the
+mean over R of each support position's normalised upsampled map is a ratio of
+two weighted column sums of P, so no H×W map is ever built.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from fss_attr import ops
+from fss_attr.blur import gaussian_blur
+from fss_attr.interp import row_weights, upsample_bilinear
+from fss_attr.levels import LevelFeatures, LevelScores
+from fss_attr.literal import literal_support_attribution
+from fss_attr.torch_ops import acc_dtype
+from fss_attr.validation import check_grid, check_mask, check_top_k
+
+VARIANTS = ("unmasked", "masked", "signed")
+NORM_EPS = 1e-6
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    """Min-max scale [B, ...] to [0, 1] per episode; an episode with a constant map becomes all zeros."""
+    flat = x.flatten(1)
+    lo = flat.amin(1).view(-1, *([1] * (x.dim() - 1)))
+    hi = flat.amax(1).view(-1, *([1] * (x.dim() - 1)))
+    span = hi - lo
+    return torch.where(span > 0, (x - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(x))
+
+
+def support_maps(a: torch.Tensor, level: LevelScores | LevelFeatures, out_size: tuple[int, int]) -> torch.Tensor:
+    """Step 5: a [B, M] -> A_l [B, N, H, W], upsampled per shot and normalised to sum 1 (+1e-6)."""
+    b = a.shape[0]
+    hs, ws = level.support_hw
+    up = upsample_bilinear(a.reshape(b, level.n_shots, hs, ws), out_size)
+    return up / (up.flatten(1).sum(1).view(b, 1, 1, 1) + NORM_EPS)
+
+
+class AffinityExplainer:
+    """Attribution maps over the support images of a matching-based few-shot segmentation model.
+
+    Args:
+        variant: "unmasked" (E), "masked" (minmax(E ⊙ G(M_s))) or "signed" (minmax(E ⊙ (2·G(M_s) − 1))),
+            G a Gaussian blur of the support masks.
+        softmax: softmax each query row of the affinity over all N shots jointly (step 1).
+        top_k: keep only each query row's k largest scores (ties at the k-th value kept); 0 turns it off.
+        blur_kernel, blur_sigma: the Gaussian of the masked and signed variants (odd size, reflect padding).
+        backend: "auto" (fastest for the inputs' device), "literal" (the definition, slow), "torch"
+            (the identity in plain PyTorch), "cpu" or "cuda" (the compiled kernels).
+    """
+
+    def __init__(self, variant: str = "unmasked", softmax: bool = True, top_k: int = 0, blur_kernel: int = 31,
+                 blur_sigma: float = 50.0, backend: str = "auto"):
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if backend not in ops.BACKENDS + ("auto",):
+            raise ValueError(f"backend must be one of {('auto',) + ops.BACKENDS}, got {backend!r}")
+        if isinstance(blur_kernel, bool) or not isinstance(blur_kernel, int) or blur_kernel < 1 or blur_kernel % 2 == 0:
+            raise ValueError(f"blur_kernel must be a positive odd int, got {blur_kernel!r}")
+        if not float(blur_sigma) > 0:
+            raise ValueError(f"blur_sigma must be > 0, got {blur_sigma!r}")
+        self.variant = variant
+        self.softmax = bool(softmax)
+        self.top_k = check_top_k(top_k)
+        self.blur_kernel = blur_kernel
+        self.blur_sigma = blur_sigma
+        self.backend = backend
+
+    def __repr__(self) -> str:
+        return (f"AffinityExplainer(variant={self.variant!r}, softmax={self.softmax}, top_k={self.top_k}, "
+                f"blur_kernel={self.blur_kernel}, blur_sigma={self.blur_sigma}, backend={self.backend!r})")
+
+    def level_attribution(self, level: LevelScores | LevelFeatures, region: torch.Tensor,
+                          backend: str | None = None) -> torch.Tensor:
+        """Steps 1–4 for one level: a [B, M] (accumulation dtype), the support-position attribution."""
+        backend = ops.resolve_backend(backend or self.backend, level.device)
+        if backend == "literal":
+            lv = level.materialize()
+            return literal_support_attribution(lv.scores.to(acc_dtype(lv.scores.dtype)), lv.query_hw, region,
+                                               self.softmax, self.top_k)
+        acc = acc_dtype(level.query.dtype if isinstance(level, LevelFeatures) else level.scores.dtype)
+        weights = row_weights(region, level.query_hw, acc)
+        if isinstance(level, LevelFeatures):
+            cols = ops.backproject_features(level.query, level.support, weights, level.similarity, float(level.scale),
+                                            level.relu, self.softmax, self.top_k, backend=backend)
+        else:
+            cols = ops.backproject_scores(level.scores, weights, self.softmax, self.top_k, backend=backend)
+        return cols[:, 0] / (cols[:, 1] + NORM_EPS)
+
+    def level_maps(self, levels: Sequence[LevelScores | LevelFeatures], region: torch.Tensor,
+                   out_size: tuple[int, int] | None = None) -> list[torch.Tensor]:
+        """A_l [B, N, H, W] for every level (before weighting, aggregation and the variant)."""
+        levels, region, out_size = self._check(levels, region, None, out_size)
+        backend = ops.resolve_backend(self.backend, levels[0].device)
+        return [support_maps(self.level_attribution(lv, region, backend), lv, out_size) for lv in levels]
+
+    def explain_levels(self, levels: Sequence[LevelScores | LevelFeatures], region: torch.Tensor,
+                       support_masks: torch.Tensor | None = None, level_weights=None,
+                       out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """AffEx maps over the support images.
+
+        Args:
+            levels: L levels (LevelScores or LevelFeatures), one batch size B, one shot count N, one device.
+            region: [B, H, W] bool (or 0/1) query region R; must be non-empty in every episode.
+            support_masks: [B, N, H, W] bool (or 0/1) support masks; needed by "masked" and "signed".
+            level_weights: None (uniform 1/L), or [L] or [B, L] weights w_l.
+            out_size: (H, W); defaults to the region's size, which must equal it.
+
+        Returns:
+            [B, N, H, W] float32 in [0, 1].
+        """
+        levels, region, out_size = self._check(levels, region, support_masks, out_size)
+        b, n = levels[0].batch_size, levels[0].n_shots
+        if self.variant != "unmasked":
+            if support_masks is None:
+                raise ValueError(f"variant {self.variant!r} needs support_masks [B, N, H, W]")
+            support_masks = check_mask("support_masks", support_masks, (b, n, *out_size), levels[0].device)
+        weights = self._level_weights(level_weights, len(levels), b, levels[0].device)
+        maps = self.level_maps(levels, region, out_size)
+        total = sum(weights[:, i].view(b, 1, 1, 1) * m.to(torch.float64) for i, m in enumerate(maps))
+        explanation = minmax(total)
+        if self.variant != "unmasked":
+            g = gaussian_blur(support_masks.to(torch.float64), self.blur_kernel, self.blur_sigma)
+            explanation = minmax(explanation * (g if self.variant == "masked" else 2 * g - 1))
+        return explanation.to(torch.float32)
+
+    __call__ = explain_levels
+
+    def _check(self, levels, region, support_masks, out_size):
+        if isinstance(levels, (LevelScores, LevelFeatures)):
+            levels = [levels]
+        levels = list(levels)
+        if not levels:
+            raise ValueError("levels must hold at least one LevelScores or LevelFeatures")
+        for i, lv in enumerate(levels):
+            if not isinstance(lv, (LevelScores, LevelFeatures)):
+                raise TypeError(f"levels[{i}] must be LevelScores or LevelFeatures, got {type(lv).__name__}")
+        first = levels[0]
+        for i, lv in enumerate(levels[1:], 1):
+            if (lv.batch_size, lv.n_shots, lv.device) != (first.batch_size, first.n_shots, first.device):
+                raise ValueError(f"levels[{i}] has (B, N, device) = {(lv.batch_size, lv.n_shots, lv.device)}, "
+                                 f"levels[0] has {(first.batch_size, first.n_shots, first.device)}")
+        if not isinstance(region, torch.Tensor) or region.dim() != 3:
+            raise ValueError(f"region must be a [B, H, W] tensor, got "
+                             f"{tuple(region.shape) if isinstance(region, torch.Tensor) else type(region).__name__}")
+        out_size = tuple(region.shape[-2:]) if out_size is None else check_grid("out_size", tuple(out_size))
+        region = check_mask("region", region, (first.batch_size, *out_size), first.device)
+        empty = (~region.flatten(1).any(1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"region is empty in episode(s) {empty}: AffEx averages over the region R, "
+                             "which must hold at least one pixel")
+        return levels, region, out_size
+
+    @staticmethod
+    def _level_weights(level_weights, n_levels, b, device) -> torch.Tensor:
+        if level_weights is None:
+            return torch.full((b, n_levels), 1.0 / n_levels, dtype=torch.float64, device=device)
+        w = torch.as_tensor(level_weights, dtype=torch.float64, device=device)
+        if w.dim() == 1 and w.shape[0] == n_levels:
+            w = w.expand(b, n_levels)
+        if tuple(w.shape) != (b, n_levels):
+            raise ValueError(f"level_weights must have shape [{n_levels}] or [{b}, {n_levels}], got {tuple(w.shape)}")
+        if not bool(torch.isfinite(w).all()):
+            raise ValueError("level_weights contains NaN or infinite values")
+        return w

@@ -1,0 +1,1 @@
+"""Sub-commands of ``fss-attr``: one module each (see fss_attr.cli)."""

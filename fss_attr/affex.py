@@ -6,6 +6,8 @@ two weighted column sums of P, so no H×W map is ever built.
 """
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -37,6 +39,50 @@ def support_maps(a: torch.Tensor, level: LevelScores | LevelFeatures, out_size: 
     hs, ws = level.support_hw
     up = upsample_bilinear(a.reshape(b, level.n_shots, hs, ws), out_size)
     return up / (up.flatten(1).sum(1).view(b, 1, 1, 1) + NORM_EPS)
+
+
+@dataclass
+class Explanation:
+    """What :meth:`AffinityExplainer.explain` returns.
+
+    Attributes:
+        maps: [B, N, H, W] float32 attribution over the support images, in [0, 1].
+        logits: [B, 2, H, W] the model's logits (background, foreground).
+        prediction: [B, H, W] bool predicted query foreground.
+        region: [B, H, W] bool the query region R that was explained.
+        level_weights: [B, L] float64 the level weights used.
+    """
+
+    maps: torch.Tensor
+    logits: torch.Tensor
+    prediction: torch.Tensor
+    region: torch.Tensor
+    level_weights: torch.Tensor
+
+
+def resolve_region(region, logits: torch.Tensor, query_mask: torch.Tensor | None) -> torch.Tensor:
+    """The query region R [B, H, W] bool from "logits" (predicted foreground), "gt", "all" or a tensor.
+
+    With "logits", an episode whose prediction is empty falls back to the whole image (with a warning).
+    """
+    b, _, h, w = logits.shape
+    if isinstance(region, torch.Tensor):
+        return check_mask("region", region, (b, h, w), logits.device)
+    if region == "logits":
+        r = logits.argmax(1) == 1
+        empty = ~r.flatten(1).any(1)
+        if bool(empty.any()):
+            warnings.warn(f"region='logits': the prediction is empty in episode(s) {empty.nonzero().flatten().tolist()}; "
+                          "explaining the whole image there", stacklevel=3)
+            r = r | empty.view(b, 1, 1)
+        return r
+    if region == "gt":
+        if query_mask is None:
+            raise ValueError("region='gt' needs the episode's query_mask")
+        return query_mask
+    if region == "all":
+        return torch.ones(b, h, w, dtype=torch.bool, device=logits.device)
+    raise ValueError(f"region must be 'logits', 'gt', 'all' or a [B, H, W] tensor, got {region!r}")
 
 
 class AffinityExplainer:
@@ -128,6 +174,35 @@ class AffinityExplainer:
         return explanation.to(torch.float32)
 
     __call__ = explain_levels
+
+    @torch.no_grad()
+    def explain(self, adapter, episode, region="logits", level_weights="ablation") -> Explanation:
+        """Explain a model's prediction on an episode.
+
+        Args:
+            adapter: a :class:`fss_attr.models.MatchingAdapter`.
+            episode: a :class:`fss_attr.episode.Episode`.
+            region: "logits" (the predicted query foreground, default), "gt" (episode.query_mask), "all",
+                or a [B, H, W] bool tensor.
+            level_weights: "ablation" (the paper's layer-ablation weights), "uniform", or [L] / [B, L].
+        """
+        state = adapter.encode(episode)
+        logits = adapter.decode(state)
+        r = resolve_region(region, logits, episode.query_mask)
+        if isinstance(level_weights, str):
+            if level_weights == "ablation":
+                weights = adapter.level_weights(state, r, logits)
+            elif level_weights == "uniform":
+                weights = None
+            else:
+                raise ValueError(f"level_weights must be 'ablation', 'uniform' or a tensor, got {level_weights!r}")
+        else:
+            weights = level_weights
+        maps = self.explain_levels(list(adapter.levels(state)), r, episode.support_masks, weights,
+                                   out_size=episode.image_size)
+        n_levels = adapter.n_levels
+        used = self._level_weights(weights, n_levels, episode.batch_size, logits.device)
+        return Explanation(maps, logits, logits.argmax(1) == 1, r, used)
 
     def _check(self, levels, region, support_masks, out_size):
         if isinstance(levels, (LevelScores, LevelFeatures)):

@@ -1,0 +1,40 @@
+"""Loaders for the standard few-shot segmentation benchmarks (PASCAL-5i, COCO-20i) with fixed episode lists."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from fss_attr.datasets.episodes import (EpisodeSpec, episode_from_spec, iterate_episodes, load_episode_list,
+                                        sample_episodes, save_episode_list)
+from fss_attr.episode import Episode
+
+__all__ = ["EpisodeSpec", "sample_episodes", "save_episode_list", "load_episode_list", "episode_from_spec",
+           "iterate_episodes", "open_source", "load_episodes"]
+
+
+def open_source(name: str, root: str | Path, fold: int, split: str = "val"):
+    """The benchmark loader for ``name`` ("pascal" or "coco")."""
+    if name == "pascal":
+        from fss_attr.datasets.pascal import Pascal5i
+        return Pascal5i(root, fold, split)
+    if name == "coco":
+        from fss_attr.datasets.coco import Coco20i
+        return Coco20i(root, fold, split)
+    raise ValueError(f"dataset must be 'pascal' or 'coco', got {name!r}")
+
+
+def load_episodes(name: str, root: str | Path, fold: int, n: int = 1000, seed: int = 42, shots: int = 1,
+                  size: tuple[int, int] = (384, 384), episode_list: str | Path | None = None) -> Iterator[Episode]:
+    """Episodes of a benchmark fold, 1-way, batch 1, resized to ``size``.
+
+    With ``episode_list`` an existing CSV is replayed exactly; a path that does not exist yet is written
+    with the sampled list (seeded, so runs repeat), so later runs read the same episodes.
+    """
+    source = open_source(name, root, fold)
+    if episode_list is not None and Path(episode_list).is_file():
+        specs = load_episode_list(episode_list)[:n]
+    else:
+        specs = sample_episodes(source, n, shots, seed)
+        if episode_list is not None:
+            save_episode_list(specs, episode_list)
+    return iterate_episodes(source, specs, size)

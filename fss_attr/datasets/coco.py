@@ -1,0 +1,69 @@
+"""COCO-20i: COCO 2014 instance annotations split into 4 folds of 20 classes (read with pycocotools).
+
+Expected layout under ``root``::
+
+    annotations/instances_{train,val}2014.json
+    {train,val}2014/<file_name>
+
+Categories are numbered 0..79 in the order of their COCO ids; fold k's test classes are those with
+index ≡ k (mod 4) (the interleaved split of the FSS literature). Split "val" reads val2014 and the test
+classes, "trn" reads train2014 and the other 60. A class mask is the union of the class's instances.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+N_FOLDS = 4
+
+
+def fold_classes(fold: int, split: str = "val") -> list[int]:
+    """Class indices (0..79) of a fold: 20 test classes for "val", the other 60 for "trn"."""
+    if fold not in range(N_FOLDS):
+        raise ValueError(f"fold must be 0..3 for COCO-20i, got {fold!r}")
+    test = [fold + N_FOLDS * v for v in range(20)]
+    return test if split == "val" else [c for c in range(80) if c not in test]
+
+
+class Coco20i:
+    """Image-class pairs and pixels of COCO-20i fold ``fold``, split "val" or "trn"."""
+
+    name = "coco"
+
+    def __init__(self, root: str | Path, fold: int, split: str = "val"):
+        from pycocotools.coco import COCO
+
+        if split not in ("val", "trn"):
+            raise ValueError(f"split must be 'val' or 'trn', got {split!r}")
+        self.root = Path(root)
+        self.fold, self.split = fold, split
+        self.year_split = "val2014" if split == "val" else "train2014"
+        ann = self.root / "annotations" / f"instances_{self.year_split}.json"
+        if not ann.is_file():
+            raise FileNotFoundError(f"COCO-20i root {self.root} has no {ann.relative_to(self.root)}")
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.coco = COCO(str(ann))
+        self.cat_ids = sorted(self.coco.getCatIds())
+        if len(self.cat_ids) != 80:
+            raise ValueError(f"{ann} has {len(self.cat_ids)} categories; COCO-20i needs the 80 COCO categories")
+        self.classes = fold_classes(fold, split)
+
+    def image_class_pairs(self) -> list[tuple[str, int]]:
+        pairs = []
+        for c in self.classes:
+            for image_id in sorted(self.coco.getImgIds(catIds=[self.cat_ids[c]])):
+                pairs.append((str(image_id), c))
+        return pairs
+
+    def load(self, image_id: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
+        info = self.coco.loadImgs(int(image_id))[0]
+        rgb = np.array(Image.open(self.root / self.year_split / info["file_name"]).convert("RGB"))
+        mask = np.zeros((info["height"], info["width"]), dtype=bool)
+        for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=int(image_id), catIds=[self.cat_ids[class_id]],
+                                                          iscrowd=None)):
+            mask |= self.coco.annToMask(ann).astype(bool)
+        return rgb, mask

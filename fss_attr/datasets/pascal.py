@@ -1,0 +1,78 @@
+"""PASCAL-5i: PASCAL VOC 2012 (+ SBD augmented masks) split into 4 folds of 5 classes.
+
+Expected layout under ``root`` (as the FSS literature uses it)::
+
+    JPEGImages/<id>.jpg
+    SegmentationClassAug/<id>.png      (or SegmentationClass/) class indices 0..20, 255 = ignore
+    ImageSets/Segmentation/{train,val}.txt   (optional: which ids belong to the split)
+    splits/pascal/{trn,val}/fold{k}.txt      (optional: HSNet-style lines "<id>__<class 1..20>")
+
+Fold k's test classes are 5k+1 .. 5k+5; its training classes are the other 15.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+           "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+N_FOLDS = 4
+
+
+def fold_classes(fold: int, split: str = "val") -> list[int]:
+    """Class ids (1..20) of a fold: its 5 test classes for split "val", the other 15 for "trn"."""
+    if fold not in range(N_FOLDS):
+        raise ValueError(f"fold must be 0..3 for PASCAL-5i, got {fold!r}")
+    test = list(range(5 * fold + 1, 5 * fold + 6))
+    return test if split == "val" else [c for c in range(1, 21) if c not in test]
+
+
+class Pascal5i:
+    """Image-class pairs and pixels of PASCAL-5i fold ``fold``, split "val" (test classes) or "trn"."""
+
+    name = "pascal"
+
+    def __init__(self, root: str | Path, fold: int, split: str = "val"):
+        if split not in ("val", "trn"):
+            raise ValueError(f"split must be 'val' or 'trn', got {split!r}")
+        self.root = Path(root)
+        self.fold, self.split = fold, split
+        self.classes = fold_classes(fold, split)
+        if not (self.root / "JPEGImages").is_dir():
+            raise FileNotFoundError(f"PASCAL-5i root {self.root} has no JPEGImages/ folder")
+        self.mask_dir = next((self.root / d for d in ("SegmentationClassAug", "SegmentationClass")
+                              if (self.root / d).is_dir()), None)
+        if self.mask_dir is None:
+            raise FileNotFoundError(f"PASCAL-5i root {self.root} has no SegmentationClassAug/ or SegmentationClass/")
+        self._pairs = None
+
+    def _label(self, image_id: str) -> np.ndarray:
+        return np.array(Image.open(self.mask_dir / f"{image_id}.png"))
+
+    def image_class_pairs(self) -> list[tuple[str, int]]:
+        if self._pairs is None:
+            split_file = self.root / "splits" / "pascal" / self.split / f"fold{self.fold}.txt"
+            if split_file.is_file():
+                pairs = []
+                for line in split_file.read_text().split():
+                    image_id, cls = line.split("__")
+                    pairs.append((image_id, int(cls)))
+            else:
+                pairs = self._scan()
+            self._pairs = [(i, c) for i, c in pairs if c in self.classes]
+        return self._pairs
+
+    def _scan(self) -> list[tuple[str, int]]:
+        ids_file = self.root / "ImageSets" / "Segmentation" / ("val.txt" if self.split == "val" else "train.txt")
+        ids = ids_file.read_text().split() if ids_file.is_file() else sorted(p.stem for p in self.mask_dir.glob("*.png"))
+        pairs = []
+        for image_id in ids:
+            present = set(np.unique(self._label(image_id)).tolist())
+            pairs.extend((image_id, c) for c in self.classes if c in present)
+        return pairs
+
+    def load(self, image_id: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
+        rgb = np.array(Image.open(self.root / "JPEGImages" / f"{image_id}.jpg").convert("RGB"))
+        return rgb, self._label(image_id) == class_id

@@ -1,0 +1,90 @@
+"""A few-shot segmentation episode: the tensors every model adapter, explainer and metric takes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from fss_attr.validation import check_tensor
+
+
+@dataclass
+class Episode:
+    """One batch of few-shot segmentation episodes.
+
+    Attributes:
+        query: [B, 3, H, W] float query images (normalised as the model expects).
+        support_images: [B, N, 3, H, W] float support images, same normalisation.
+        support_masks: [B, N, H, W] bool foreground masks of the support images.
+        query_mask: optional [B, H, W] bool ground-truth query mask (for metrics and region="gt").
+        support_evidence: optional [B, N, H, W] bool, the support pixels known to match the query object
+            (controlled episodes only), for localisation metrics.
+        meta: free-form information (class names, seeds, file names).
+    """
+
+    query: torch.Tensor
+    support_images: torch.Tensor
+    support_masks: torch.Tensor
+    query_mask: torch.Tensor | None = None
+    support_evidence: torch.Tensor | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_tensor("query", self.query, ndim=4, floating=True)
+        b, c, h, w = self.query.shape
+        if c != 3:
+            raise ValueError(f"query must be [B, 3, H, W], got {tuple(self.query.shape)}")
+        check_tensor("support_images", self.support_images, ndim=5, floating=True, device=self.query.device)
+        n = self.support_images.shape[1]
+        if tuple(self.support_images.shape) != (b, n, 3, h, w):
+            raise ValueError(f"support_images must be [B, N, 3, H, W] = [{b}, N, 3, {h}, {w}], "
+                             f"got {tuple(self.support_images.shape)}")
+        self.support_masks = _binary("support_masks", self.support_masks, (b, n, h, w), self.query.device)
+        if self.query_mask is not None:
+            self.query_mask = _binary("query_mask", self.query_mask, (b, h, w), self.query.device)
+        if self.support_evidence is not None:
+            self.support_evidence = _binary("support_evidence", self.support_evidence, (b, n, h, w),
+                                            self.query.device)
+
+    @property
+    def batch_size(self) -> int:
+        return self.query.shape[0]
+
+    @property
+    def n_shots(self) -> int:
+        return self.support_images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.query.shape[-2:])
+
+    @property
+    def device(self) -> torch.device:
+        return self.query.device
+
+    def to(self, device) -> "Episode":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Episode(move(self.query), move(self.support_images), move(self.support_masks),
+                       move(self.query_mask), move(self.support_evidence), dict(self.meta))
+
+    def with_support(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> "Episode":
+        """The same episode with other support images and masks (the query never changes)."""
+        return replace(self, support_images=support_images, support_masks=support_masks)
+
+    def index(self, i) -> "Episode":
+        """Episodes ``i`` (an int or a slice) of the batch, as a batch."""
+        sl = slice(i, i + 1) if isinstance(i, int) else i
+        pick = lambda t: None if t is None else t[sl]  # noqa: E731
+        return Episode(pick(self.query), pick(self.support_images), pick(self.support_masks),
+                       pick(self.query_mask), pick(self.support_evidence), dict(self.meta))
+
+
+def _binary(name, x, shape, device):
+    check_tensor(name, x, device=device)
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(x.shape)}")
+    if x.dtype != torch.bool:
+        if not bool(((x == 0) | (x == 1)).all()):
+            raise ValueError(f"{name} must be binary (bool or 0/1)")
+        x = x != 0
+    return x

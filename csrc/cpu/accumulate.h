@@ -1,0 +1,57 @@
+// Parallel driver of the CPU back-projection: rows of P in parallel, each thread accumulating into its own
+// pair of column sums, reduced once at the end (no atomics, no [B, Q, M] temporary).
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include "row_kernels.h"
+
+namespace fss_attr {
+namespace cpu {
+
+template <typename acc_t>
+class ThreadColumnSums {
+ public:
+  explicit ThreadColumnSums(int64_t m) : m_(m), threads_(at::get_num_threads()), data_(threads_ * 2 * m, acc_t(0)) {}
+
+  void zero() { std::fill(data_.begin(), data_.end(), acc_t(0)); }
+
+  // Rows [q0, q1): load_row(q, buf) writes row q's scores (scale and relu applied) into buf[0..m).
+  template <typename LoadRow>
+  void add_rows(int64_t q0, int64_t q1, const acc_t* w0, const acc_t* w1, bool softmax, int64_t top_k,
+                const LoadRow& load_row) {
+    const int64_t m = m_;
+    const bool select = top_k > 0 && top_k < m;
+    at::parallel_for(q0, q1, 1, [&](int64_t begin, int64_t end) {
+      const int64_t t = at::get_thread_num();
+      TORCH_CHECK(t < threads_, "fss_attr: thread index ", t, " beyond the ", threads_, " accumulators");
+      acc_t* acc0 = data_.data() + t * 2 * m;
+      acc_t* acc1 = acc0 + m;
+      RowScratch<acc_t> scratch(m, select);
+      for (int64_t q = begin; q < end; ++q) {
+        load_row(q, scratch.row.data());
+        accumulate_row(scratch.row.data(), m, softmax, top_k, w0[q], w1[q], acc0, acc1, scratch.select.data());
+      }
+    });
+  }
+
+  // out[0..2m) = sum over threads.
+  void reduce_into(acc_t* out) const {
+    const int64_t n = 2 * m_;
+    at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        acc_t s = 0;
+        for (int64_t t = 0; t < threads_; ++t) s += data_[t * n + i];
+        out[i] = s;
+      }
+    });
+  }
+
+ private:
+  int64_t m_;
+  int64_t threads_;
+  std::vector<acc_t> data_;
+};
+
+}  // namespace cpu
+}  // namespace fss_attr

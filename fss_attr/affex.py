@@ -14,7 +14,7 @@ import torch
 
 from fss_attr import ops
 from fss_attr.blur import gaussian_blur
-from fss_attr.interp import row_weights, upsample_bilinear
+from fss_attr.interp import linear_interp_matrix, row_weights, upsample_bilinear
 from fss_attr.levels import LevelFeatures, LevelScores
 from fss_attr.literal import literal_support_attribution
 from fss_attr.torch_ops import acc_dtype
@@ -31,6 +31,13 @@ def minmax(x: torch.Tensor) -> torch.Tensor:
     hi = flat.amax(1).view(-1, *([1] * (x.dim() - 1)))
     span = hi - lo
     return torch.where(span > 0, (x - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(x))
+
+
+def support_column_sums(support_hw: tuple[int, int], out_size: tuple[int, int], device=None) -> torch.Tensor:
+    """[hs·ws] float64: the sum over the H×W output of each support position's bilinear upsampling weight."""
+    wh = linear_interp_matrix(out_size[0], support_hw[0], device=device)
+    ww = linear_interp_matrix(out_size[1], support_hw[1], device=device)
+    return torch.outer(wh.sum(0), ww.sum(0)).flatten()
 
 
 def support_maps(a: torch.Tensor, level: LevelScores | LevelFeatures, out_size: tuple[int, int]) -> torch.Tensor:
@@ -120,20 +127,26 @@ class AffinityExplainer:
                 f"blur_kernel={self.blur_kernel}, blur_sigma={self.blur_sigma}, backend={self.backend!r})")
 
     def level_attribution(self, level: LevelScores | LevelFeatures, region: torch.Tensor,
-                          backend: str | None = None) -> torch.Tensor:
-        """Steps 1–4 for one level: a [B, M] (accumulation dtype), the support-position attribution."""
+                          backend: str | None = None, weights_cache: dict | None = None) -> torch.Tensor:
+        """Steps 1–4 for one level: a [B, M] (accumulation dtype), the support-position attribution.
+
+        ``weights_cache`` (a dict) shares the row weights of levels with the same query grid.
+        """
         backend = ops.resolve_backend(backend or self.backend, level.device)
         if backend == "literal":
             lv = level.materialize()
             return literal_support_attribution(lv.scores.to(acc_dtype(lv.scores.dtype)), lv.query_hw, region,
                                                self.softmax, self.top_k)
         acc = acc_dtype(level.query.dtype if isinstance(level, LevelFeatures) else level.scores.dtype)
-        weights = row_weights(region, level.query_hw, acc)
+        weights = (row_weights(region, level.query_hw, torch.float64) if weights_cache is None else
+                   weights_cache.setdefault(level.query_hw, row_weights(region, level.query_hw, torch.float64)))
+        weights = weights.to(acc)
         if isinstance(level, LevelFeatures):
             cols = ops.backproject_features(level.query, level.support, weights, level.similarity, float(level.scale),
-                                            level.relu, self.softmax, self.top_k, backend=backend)
+                                            level.relu, self.softmax, self.top_k, backend=backend, check_finite=False)
         else:
-            cols = ops.backproject_scores(level.scores, weights, self.softmax, self.top_k, backend=backend)
+            cols = ops.backproject_scores(level.scores, weights, self.softmax, self.top_k, backend=backend,
+                                          check_finite=False)  # checked when the level was built
         return cols[:, 0] / (cols[:, 1] + NORM_EPS)
 
     def level_maps(self, levels: Sequence[LevelScores | LevelFeatures], region: torch.Tensor,
@@ -141,7 +154,8 @@ class AffinityExplainer:
         """A_l [B, N, H, W] for every level (before weighting, aggregation and the variant)."""
         levels, region, out_size = self._check(levels, region, None, out_size)
         backend = ops.resolve_backend(self.backend, levels[0].device)
-        return [support_maps(self.level_attribution(lv, region, backend), lv, out_size) for lv in levels]
+        cache: dict = {}
+        return [support_maps(self.level_attribution(lv, region, backend, cache), lv, out_size) for lv in levels]
 
     def explain_levels(self, levels: Sequence[LevelScores | LevelFeatures], region: torch.Tensor,
                        support_masks: torch.Tensor | None = None, level_weights=None,
@@ -165,13 +179,33 @@ class AffinityExplainer:
                 raise ValueError(f"variant {self.variant!r} needs support_masks [B, N, H, W]")
             support_masks = check_mask("support_masks", support_masks, (b, n, *out_size), levels[0].device)
         weights = self._level_weights(level_weights, len(levels), b, levels[0].device)
-        maps = self.level_maps(levels, region, out_size)
-        total = sum(weights[:, i].view(b, 1, 1, 1) * m.to(torch.float64) for i, m in enumerate(maps))
+        backend = ops.resolve_backend(self.backend, levels[0].device)
+        if backend == "literal":  # step 5 and the sum exactly as written: one upsampled map per level
+            maps = self.level_maps(levels, region, out_size)
+            total = sum(weights[:, i].view(b, 1, 1, 1) * m.to(torch.float64) for i, m in enumerate(maps))
+        else:
+            total = self._weighted_sum_of_level_maps(levels, region, weights, out_size, backend)
         explanation = minmax(total)
         if self.variant != "unmasked":
-            g = gaussian_blur(support_masks.to(torch.float64), self.blur_kernel, self.blur_sigma)
+            g = gaussian_blur(support_masks.to(torch.float32), self.blur_kernel, self.blur_sigma).to(torch.float64)
             explanation = minmax(explanation * (g if self.variant == "masked" else 2 * g - 1))
         return explanation.to(torch.float32)
+
+    def _weighted_sum_of_level_maps(self, levels, region, weights, out_size, backend) -> torch.Tensor:
+        """Σ_l w_l A_l [B, N, H, W] float64 with one upsampling per distinct support grid.
+
+        Upsampling is linear and A_l = up(a_l) / (Σ up(a_l) + 1e-6) with Σ up(a_l) = c·a_l (c the column
+        sums of the support interpolation), so levels that share a support grid are summed before upsampling.
+        """
+        b, n = levels[0].batch_size, levels[0].n_shots
+        cache: dict = {}
+        grouped: dict = {}
+        for i, lv in enumerate(levels):
+            a = self.level_attribution(lv, region, backend, cache).to(torch.float64)       # [B, M]
+            c = support_column_sums(lv.support_hw, out_size, a.device).repeat(n)           # [M]
+            coef = weights[:, i] / ((a * c).sum(1) + NORM_EPS)                            # [B]
+            grouped[lv.support_hw] = grouped.get(lv.support_hw, 0) + coef[:, None] * a
+        return sum(upsample_bilinear(g.view(b, n, *hw), out_size) for hw, g in grouped.items())
 
     __call__ = explain_levels
 

@@ -36,7 +36,7 @@ def row_weights(region: torch.Tensor, query_hw: tuple[int, int], dtype=torch.flo
     ww = linear_interp_matrix(w, wq, device=region.device)  # [W, wq]
     r = region.to(torch.float64)
     size = r.flatten(1).sum(1).clamp_min(1.0)  # empty regions are rejected by the caller
-    r_w = torch.einsum("hi,bhw,wj->bij", wh, r, ww).reshape(b, hq * wq) / size[:, None]
+    r_w = (wh.T @ (r @ ww)).reshape(b, hq * wq) / size[:, None]
     c_w = torch.outer(wh.sum(0), ww.sum(0)).reshape(1, hq * wq).expand(b, -1)
     return torch.stack([r_w, c_w], dim=1).to(dtype).contiguous()
 

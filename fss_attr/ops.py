@@ -51,9 +51,13 @@ def _check_weights(weights, b, q, device, acc):
 
 
 def backproject_scores(scores: torch.Tensor, weights: torch.Tensor, softmax: bool = True, top_k: int = 0,
-                       backend: str = "auto") -> torch.Tensor:
-    """Column sums [B, 2, M] of the row-normalised scores; scores [B, Q, M], weights [B, 2, Q] (docs/ops.md)."""
-    check_tensor("scores", scores, ndim=3, floating=True, finite=True)
+                       backend: str = "auto", *, check_finite: bool = True) -> torch.Tensor:
+    """Column sums [B, 2, M] of the row-normalised scores; scores [B, Q, M], weights [B, 2, Q] (docs/ops.md).
+
+    ``check_finite=False`` skips the NaN/infinity scan of the scores (for callers that checked already,
+    such as LevelScores); the kernels assume finite inputs.
+    """
+    check_tensor("scores", scores, ndim=3, floating=True, finite=check_finite)
     top_k = check_top_k(top_k)
     b, q, _ = scores.shape
     acc = torch_ops.acc_dtype(scores.dtype)
@@ -66,10 +70,11 @@ def backproject_scores(scores: torch.Tensor, weights: torch.Tensor, softmax: boo
 
 def backproject_features(query: torch.Tensor, support: torch.Tensor, weights: torch.Tensor,
                          similarity: str = "dot", scale: float = 1.0, relu: bool = False, softmax: bool = True,
-                         top_k: int = 0, backend: str = "auto") -> torch.Tensor:
+                         top_k: int = 0, backend: str = "auto", *, check_finite: bool = True) -> torch.Tensor:
     """Column sums [B, 2, M] of the scores sim(query [B, Q, D], support [B, M, D]) (docs/ops.md)."""
-    check_tensor("query", query, ndim=3, floating=True, finite=True)
-    check_tensor("support", support, ndim=3, floating=True, finite=True, dtype=query.dtype, device=query.device)
+    check_tensor("query", query, ndim=3, floating=True, finite=check_finite)
+    check_tensor("support", support, ndim=3, floating=True, finite=check_finite, dtype=query.dtype,
+                 device=query.device)
     if support.shape[0] != query.shape[0] or support.shape[2] != query.shape[2]:
         raise ValueError(f"support [B, M, D] must match query [B, Q, D] in B and D: "
                          f"got query {tuple(query.shape)}, support {tuple(support.shape)}")

@@ -19,9 +19,19 @@ def check_tensor(name: str, x, *, ndim: int | None = None, floating: bool = Fals
         raise TypeError(f"{name} must have dtype {dtype}, got {x.dtype}")
     if device is not None and x.device != device:
         raise ValueError(f"{name} must be on {device}, got {x.device}")
-    if finite and x.numel() and not bool(torch.isfinite(x).all()):
+    if finite and x.numel() and not all_finite(x):
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """True when x holds no NaN or infinity. Fast path: a finite sum implies finite entries; only when the
+    sum is not finite (a NaN or infinity, or an overflow of the sum) are the entries checked one by one."""
+    if not x.is_floating_point():
+        return True
+    if bool(torch.isfinite(x.sum())):
+        return True
+    return bool(torch.isfinite(x).all())
 
 
 def check_grid(name: str, hw) -> tuple[int, int]:

@@ -82,9 +82,9 @@ def _want_cuda(torch) -> bool:
 
 def _extensions():
     import torch
-    from torch.utils import cpp_extension
 
-    with_cuda = _want_cuda(torch)
+    with_cuda = _want_cuda(torch)  # sets CUDA_HOME, which cpp_extension reads when it is imported
+    from torch.utils import cpp_extension
     debug = os.environ.get("FSS_ATTR_DEBUG") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))

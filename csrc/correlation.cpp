@@ -1,12 +1,12 @@
-// correlation and correlation_backward (docs/ops.md): GEMM-shaped, written with ATen operations, so the
-// same code is registered for CPU here (the CUDA files register their own kernels).
+// correlation and correlation_backward (docs/ops.md): GEMM-shaped, written with ATen operations (batched
+// matrix products, top-k, masks), so the same device-generic code is registered for CPU and for CUDA.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <string>
 #include <tuple>
 
-#include "../common.h"
+#include "common.h"
 
 namespace fss_attr {
 namespace {
@@ -45,7 +45,7 @@ std::tuple<at::Tensor, at::Tensor> scores_and_mask(const at::Tensor& q, const at
   return {s, keep};
 }
 
-at::Tensor correlation_cpu(const at::Tensor& query, const at::Tensor& support, std::string similarity, bool relu,
+at::Tensor correlation_impl(const at::Tensor& query, const at::Tensor& support, std::string similarity, bool relu,
                            int64_t top_k) {
   check_inputs(query, support);
   check_top_k(top_k);
@@ -70,7 +70,7 @@ at::Tensor normalize_backward(const at::Tensor& x, const at::Tensor& grad_hat) {
   return at::where(big, (grad_hat - radial) / denom, grad_hat / denom);
 }
 
-std::tuple<at::Tensor, at::Tensor> correlation_backward_cpu(const at::Tensor& grad, const at::Tensor& query,
+std::tuple<at::Tensor, at::Tensor> correlation_backward_impl(const at::Tensor& grad, const at::Tensor& query,
                                                             const at::Tensor& support, std::string similarity,
                                                             bool relu, int64_t top_k) {
   check_inputs(query, support);
@@ -106,8 +106,13 @@ std::tuple<at::Tensor, at::Tensor> correlation_backward_cpu(const at::Tensor& gr
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fss_attr, CPU, m) {
-  m.impl("correlation", &correlation_cpu);
-  m.impl("correlation_backward", &correlation_backward_cpu);
+  m.impl("correlation", &correlation_impl);
+  m.impl("correlation_backward", &correlation_backward_impl);
+}
+
+TORCH_LIBRARY_IMPL(fss_attr, CUDA, m) {
+  m.impl("correlation", &correlation_impl);
+  m.impl("correlation_backward", &correlation_backward_impl);
 }
 
 }  // namespace fss_attr

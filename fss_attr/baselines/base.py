@@ -1,0 +1,98 @@
+"""What every baseline explainer shares: the attribution target, the result type, and the ``explain`` call.
+
+Target (the same for every baseline): the model's foreground output, softmax probability, averaged over the
+query region R, as a function of the support RGB values (support masks and query fixed):
+
+    f(support_images) = mean_{p ∈ R} softmax(adapter(episode with these support images))[:, 1, p]
+
+Attributions over the support RGB [B, N, 3, H, W] are reduced over the channel axis by the sum of absolute
+values (the magnitude of each pixel's contribution, as saliency maps are usually shown) and min-max scaled
+per episode to [0, 1], like AffEx maps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fss_attr.affex import minmax, resolve_region
+from fss_attr.episode import Episode
+
+
+@dataclass
+class Attribution:
+    """What a baseline's ``explain`` returns (the fields of :class:`fss_attr.affex.Explanation` but level weights).
+
+    Attributes:
+        maps: [B, N, H, W] float32 attribution over the support images, min-max scaled to [0, 1] per episode.
+        logits: [B, 2, H, W] the model's logits on the episode.
+        prediction: [B, H, W] bool predicted query foreground.
+        region: [B, H, W] bool the query region R that was explained.
+        raw: [B, N, H, W] float32 the attribution before min-max scaling.
+    """
+
+    maps: torch.Tensor
+    logits: torch.Tensor
+    prediction: torch.Tensor
+    region: torch.Tensor
+    raw: torch.Tensor
+
+
+class SupportTarget(nn.Module):
+    """f(support_images) -> [B'] mean softmax foreground probability over R, as an nn.Module (for captum).
+
+    forward(support_images [B', N, 3, H, W], query [B', 3, H, W], support_masks [B', N, H, W] bool,
+    region [B', H, W] bool) -> [B'].
+    """
+
+    def __init__(self, adapter: nn.Module):
+        super().__init__()
+        self.adapter = adapter
+
+    def forward(self, support_images, query, support_masks, region):
+        logits = self.adapter(Episode(query, support_images, support_masks))
+        fg = torch.softmax(logits, dim=1)[:, 1]
+        r = region.to(fg.dtype)
+        return (fg * r).flatten(1).sum(1) / r.flatten(1).sum(1)
+
+
+def reduce_channels(attr: torch.Tensor) -> torch.Tensor:
+    """[B, N, 3, H, W] -> [B, N, H, W]: sum of absolute values over RGB."""
+    return attr.abs().sum(2)
+
+
+class SupportExplainer:
+    """Base class: subclasses implement ``attribute(adapter, episode, region) -> [B, N, H, W]``."""
+
+    name = "base"
+
+    def attribute(self, adapter, episode: Episode, region: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def explain(self, adapter, episode: Episode, region="logits") -> Attribution:
+        """Explain the model's foreground output over R on the episode.
+
+        Args:
+            adapter: a :class:`fss_attr.models.MatchingAdapter`.
+            episode: B episodes.
+            region: "logits" (the predicted query foreground, default), "gt", "all", or [B, H, W] bool.
+
+        Returns:
+            :class:`Attribution` with ``.maps`` [B, N, H, W] float32 in [0, 1].
+        """
+        if not isinstance(episode, Episode):
+            raise TypeError(f"episode must be an fss_attr.episode.Episode, got {type(episode).__name__}")
+        with torch.no_grad():
+            logits = adapter(episode)
+        r = resolve_region(region, logits, episode.query_mask)
+        raw = self.attribute(adapter, episode, r).detach()
+        expected = tuple(episode.support_masks.shape)
+        if tuple(raw.shape) != expected:
+            raise RuntimeError(f"{type(self).__name__}.attribute returned {tuple(raw.shape)}, expected {expected}")
+        raw = torch.nan_to_num(raw.to(torch.float64))
+        return Attribution(minmax(raw).to(torch.float32), logits, logits.argmax(1) == 1, r, raw.to(torch.float32))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"

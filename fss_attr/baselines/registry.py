@@ -1,0 +1,33 @@
+"""``make_explainer(name, **kw)``: every explainer by name, AffEx variants included."""
+from __future__ import annotations
+
+from fss_attr.affex import AffinityExplainer
+from fss_attr.baselines.gradients import DeepLift, GradientShap, IntegratedGradients, Saliency
+from fss_attr.baselines.lime import Lime
+from fss_attr.baselines.simple import GaussNoise, Random
+
+BASELINES = {"random": Random, "gaussnoise": GaussNoise, "saliency": Saliency, "ig": IntegratedGradients,
+             "deeplift": DeepLift, "gradientshap": GradientShap, "lime": Lime}
+AFFEX = ("affex-unmasked", "affex-masked", "affex-signed")
+EXPLAINERS = tuple(BASELINES) + AFFEX
+ALIASES = {"integrated-gradients": "ig", "integratedgradients": "ig", "gradient-shap": "gradientshap",
+           "gauss-noise": "gaussnoise", "unmasked": "affex-unmasked", "masked": "affex-masked",
+           "signed": "affex-signed"}
+
+
+def make_explainer(name: str, **kw):
+    """An explainer by name; every one has ``explain(adapter, episode, region=...) -> object with .maps``
+    [B, N, H, W].
+
+    Names: "affex-unmasked", "affex-masked", "affex-signed" (:class:`fss_attr.AffinityExplainer`; ``kw`` go
+    to its constructor), "saliency", "ig", "deeplift", "gradientshap", "lime", "random", "gaussnoise"
+    (``kw`` go to the baseline's constructor). Case-insensitive.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    key = ALIASES.get(name.lower(), name.lower())
+    if key in AFFEX:
+        return AffinityExplainer(variant=key.split("-", 1)[1], **kw)
+    if key not in BASELINES:
+        raise ValueError(f"unknown explainer {name!r}; known: {', '.join(EXPLAINERS)}")
+    return BASELINES[key](**kw)

@@ -1,0 +1,67 @@
+"""``fss-attr demo``: explain a real pretrained matcher on a controlled episode, end to end, offline."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+NAME = "demo"
+HELP = "explain LiteMatcher on a controlled episode with AffEx (3 variants); writes a PNG and a JSON"
+
+
+def add_arguments(parser):
+    parser.add_argument("--seed", type=int, default=0, help="episode seed (default 0)")
+    parser.add_argument("--shots", type=int, default=5, help="support images (default 5)")
+    parser.add_argument("--size", type=int, default=192, help="image side in pixels (default 192)")
+    parser.add_argument("--backend", default="auto", help="auto, literal, torch, cpu or cuda (default auto)")
+    parser.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
+
+
+def run(args) -> int:
+    import torch
+
+    from fss_attr import AffinityExplainer
+    from fss_attr.data import make_episode
+    from fss_attr.metrics.localisation import pointing_game, relevance_mass
+    from fss_attr.models.lite_matcher import LiteMatcher
+    from fss_attr.ops import resolve_backend
+    from fss_attr.viz import plot_explanations
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    t0 = time.perf_counter()
+    episode = make_episode(args.seed, n_shots=args.shots, size=(args.size, args.size))
+    timings["episode_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = LiteMatcher()
+    timings["load_model_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state = model.encode(episode)
+    logits = model.decode(state)
+    timings["model_forward_s"] = time.perf_counter() - t0
+    pred = logits.argmax(1) == 1
+    iou = float((pred & episode.query_mask).sum() / (pred | episode.query_mask).sum().clamp_min(1))
+    backend = resolve_backend(args.backend, episode.device)
+    explanations, scores = {}, {}
+    for variant in ("unmasked", "masked", "signed"):
+        t0 = time.perf_counter()
+        ex = AffinityExplainer(variant, backend=backend).explain(model, episode)
+        timings[f"affex_{variant}_s"] = time.perf_counter() - t0
+        explanations[variant] = ex
+        scores[variant] = {"relevance_mass_in_evidence": float(relevance_mass(ex.maps, episode.support_evidence)[0]),
+                           "pointing_game_hit": bool(pointing_game(ex.maps, episode.support_evidence)[0])}
+    evidence_share = float(episode.support_evidence.sum() / episode.support_evidence[0].numel())
+    figure = plot_explanations(episode, explanations, out / "figure.png",
+                               title=f"LiteMatcher, class '{episode.meta['class_name']}', {args.shots}-shot, "
+                                     f"query IoU {iou:.2f}, AffEx on {backend}")
+    report = {"class_name": episode.meta["class_name"], "seed": args.seed, "shots": args.shots,
+              "image_size": args.size, "backend": backend, "threads": torch.get_num_threads(),
+              "query_foreground_iou": iou, "level_weights": explanations["unmasked"].level_weights[0].tolist(),
+              "evidence_share_of_support_pixels": evidence_share, "scores": scores,
+              "timings_s": timings, "figure": str(figure)}
+    (out / "demo.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: report[k] for k in ("class_name", "backend", "query_foreground_iou", "scores")}, indent=2))
+    print(f"figure: {figure}")
+    print(f"report: {out / 'demo.json'}")
+    return 0

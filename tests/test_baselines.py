@@ -1,0 +1,177 @@
+"""Baseline explainers: the common call, closed forms on a linear model, literal gradients, LIME's pieces."""
+import numpy as np
+import pytest
+import torch
+
+from fss_attr import AffinityExplainer
+from fss_attr.affex import minmax, resolve_region
+from fss_attr.baselines import EXPLAINERS, SupportTarget, make_explainer
+from fss_attr.baselines.lime import Lime, superpixels, weighted_ridge
+from tests.test_metrics_models import ConvMatcher, LinearAdapter, blob_episode
+from tests.toy_adapter import PooledPixelMatcher
+
+FAST = {"ig": dict(n_steps=4), "gradientshap": dict(n_samples=3), "lime": dict(n_samples=12, n_segments=12, compactness=100.0)}
+# the toy images are pixel noise, on which SLIC at compactness 10 merges everything into 1–2 segments; at 100
+# it gives about n_segments segments (on real photos compactness 10 works: 31 segments for 50 at 128 px)
+
+
+@pytest.mark.parametrize("name", EXPLAINERS)
+def test_every_explainer_has_the_same_call_and_output(name, gen):
+    ep = blob_episode(gen, b=2, n=2, size=(16, 16))
+    model = ConvMatcher().double()
+    out = make_explainer(name, **FAST.get(name, {})).explain(model, ep, region="gt")
+    assert out.maps.shape == (2, 2, 16, 16) and out.maps.dtype == torch.float32
+    assert torch.isfinite(out.maps).all() and out.maps.min() >= 0 and out.maps.max() <= 1
+    assert torch.equal(out.region, ep.query_mask)
+    assert torch.equal(out.logits, model(ep)) and torch.equal(out.prediction, model(ep).argmax(1) == 1)
+    default = make_explainer(name, **FAST.get(name, {})).explain(model, ep)
+    assert torch.equal(default.region, resolve_region("logits", model(ep), None))
+
+
+@pytest.mark.parametrize("name", ["random", "gaussnoise", "gradientshap", "lime"])
+def test_seeded_explainers_repeat(name, gen):
+    ep = blob_episode(gen, b=1, n=2, size=(16, 16))
+    model = ConvMatcher().double()
+    a = make_explainer(name, seed=5, **FAST.get(name, {}))
+    b = make_explainer(name, seed=5, **FAST.get(name, {}))
+    first = a.explain(model, ep, "gt").maps
+    assert torch.equal(first, b.explain(model, ep, "gt").maps)
+    assert not torch.equal(first, a.explain(model, ep, "gt").maps)      # the next episode gets fresh draws
+
+
+def test_registry():
+    for variant in ("unmasked", "masked", "signed"):
+        ex = make_explainer(f"affex-{variant}", backend="torch")
+        assert isinstance(ex, AffinityExplainer) and ex.variant == variant and ex.backend == "torch"
+    assert make_explainer("Integrated-Gradients", n_steps=3).n_steps == 3
+    assert make_explainer("masked").variant == "masked"
+    with pytest.raises(ValueError, match="unknown explainer 'gradcam'.*saliency"):
+        make_explainer("gradcam")
+    with pytest.raises(ValueError, match="n_steps"):
+        make_explainer("ig", n_steps=0)
+    with pytest.raises(ValueError, match="n_samples"):
+        make_explainer("lime", n_samples=1)
+
+
+# ---------------------------------------------------------------- closed forms on f = 0.5 + Σ W·x
+
+@pytest.fixture
+def linear(gen):
+    ep = blob_episode(gen, b=2, n=2, size=(12, 12))
+    return LinearAdapter(2, (12, 12), seed=int(torch.randint(0, 1000, (1,), generator=gen))), ep
+
+
+def test_saliency_of_a_linear_model_is_its_weight(linear):
+    model, ep = linear
+    out = make_explainer("saliency").explain(model, ep, "all")
+    want = model.weight.abs().sum(1).expand(2, -1, -1, -1)
+    torch.testing.assert_close(out.raw.double(), want.float().double(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(out.maps, minmax(want).float(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ig", "deeplift"])
+def test_ig_and_deeplift_of_a_linear_model_are_weight_times_input(linear, name):
+    model, ep = linear
+    out = make_explainer(name).explain(model, ep, "all")
+    want = (model.weight * ep.support_images).abs().sum(2)
+    # IG: captum's Gauss-Legendre step sizes are float32 (relative error ~1e-7)
+    torch.testing.assert_close(out.raw.double(), want.float().double(), rtol=1e-5, atol=1e-12)
+
+
+def test_saliency_equals_the_autograd_gradient(gen):
+    ep = blob_episode(gen, b=2, n=2, size=(16, 16))
+    model = ConvMatcher().double()
+    region = ep.query_mask
+    x = ep.support_images.clone().requires_grad_()
+    f = SupportTarget(model)(x, ep.query, ep.support_masks, region)
+    (grad,) = torch.autograd.grad(f.sum(), x)
+    out = make_explainer("saliency").explain(model, ep, region)
+    torch.testing.assert_close(out.raw, grad.abs().sum(2).float(), rtol=0, atol=0)
+
+
+def test_ig_equals_a_literal_gauss_legendre_integral(gen):
+    ep = blob_episode(gen, b=1, n=2, size=(16, 16))
+    model = ConvMatcher().double()
+    n_steps = 5
+    nodes, weights = np.polynomial.legendre.leggauss(n_steps)
+    total = torch.zeros_like(ep.support_images)
+    for node, weight in zip(nodes, weights):
+        alpha = float((node + 1) / 2)
+        x = (alpha * ep.support_images).requires_grad_()
+        f = SupportTarget(model)(x, ep.query, ep.support_masks, ep.query_mask)
+        (grad,) = torch.autograd.grad(f.sum(), x)
+        total += float(weight / 2) * grad
+    want = (total * ep.support_images).abs().sum(2)
+    out = make_explainer("ig", n_steps=n_steps, internal_batch_size=2).explain(model, ep, "gt")
+    torch.testing.assert_close(out.raw.double(), want.float().double(), rtol=1e-5, atol=1e-10)
+
+
+def test_deeplift_without_nonlinear_modules_is_gradient_times_input(gen):
+    """PooledPixelMatcher uses no nn modules, so captum overrides no gradient: DeepLift = ∇f(x) · x."""
+    ep = blob_episode(gen, b=2, n=2, size=(16, 16))
+    ep = ep.to("cpu")
+    ep = type(ep)(ep.query.float(), ep.support_images.float(), ep.support_masks, ep.query_mask)  # the toy is float32
+    model = PooledPixelMatcher()
+    x = ep.support_images.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(SupportTarget(model)(x, ep.query, ep.support_masks, ep.query_mask).sum(), x)
+    out = make_explainer("deeplift").explain(model, ep, "gt")
+    torch.testing.assert_close(out.raw, (grad * ep.support_images).abs().sum(2), rtol=1e-5, atol=1e-9)
+
+
+def test_noisy_mask_baselines(gen):
+    ep = blob_episode(gen, b=2, n=2, size=(12, 12))
+    model = ConvMatcher().double()
+    exact = make_explainer("gaussnoise", sigma=0.0).explain(model, ep, "gt")
+    assert torch.equal(exact.raw, ep.support_masks.float())
+    noisy = make_explainer("gaussnoise", sigma=0.1, seed=3).explain(model, ep, "gt")
+    g = torch.Generator().manual_seed(3)
+    want = ep.support_masks.double() + 0.1 * torch.randn(ep.support_masks.shape, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(noisy.raw, want.float(), rtol=0, atol=0)
+    rnd = make_explainer("random", seed=2).explain(model, ep, "gt").raw
+    assert rnd.min() >= 0 and rnd.max() < 1 and rnd.std() > 0.2
+
+
+# ---------------------------------------------------------------- LIME
+
+def test_weighted_ridge_against_an_augmented_least_squares(gen):
+    x = (torch.rand(40, 6, generator=gen) < 0.5).double()
+    y = torch.randn(40, generator=gen, dtype=torch.float64)
+    w = torch.rand(40, generator=gen, dtype=torch.float64)
+    lam = 0.7
+    beta = weighted_ridge(x, y, w, lam)
+    # min Σ w (y − c − xβ)² + λ|β|²: rows sqrt(w)·[1, x] and sqrt(λ)·[0, I]
+    a = np.vstack([np.sqrt(w.numpy())[:, None] * np.hstack([np.ones((40, 1)), x.numpy()]),
+                   np.hstack([np.zeros((6, 1)), np.sqrt(lam) * np.eye(6)])])
+    rhs = np.concatenate([np.sqrt(w.numpy()) * y.numpy(), np.zeros(6)])
+    sol = np.linalg.lstsq(a, rhs, rcond=None)[0]
+    np.testing.assert_allclose(beta.numpy(), sol[1:], rtol=1e-9, atol=1e-12)
+
+
+def test_superpixels_are_numbered_across_shots(gen):
+    ep = blob_episode(gen, b=1, n=3, size=(20, 20))
+    segs = superpixels(ep.support_images[0], n_segments=8, compactness=100.0)
+    assert segs.shape == (3, 20, 20) and segs.dtype == torch.int64
+    labels = [set(segs[n].unique().tolist()) for n in range(3)]
+    assert not (labels[0] & labels[1]) and not (labels[1] & labels[2])
+    assert set().union(*labels) == set(range(int(segs.max()) + 1))
+    assert max(labels[0]) < min(labels[1]) and max(labels[1]) < min(labels[2])
+
+
+def test_lime_kernel():
+    lime = Lime(kernel_width=0.5)
+    z = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    d = torch.tensor([0.0, 1 - 0.5, 1.0], dtype=torch.float64)       # cosine distance to all-ones
+    torch.testing.assert_close(lime.kernel(z), torch.exp(-d ** 2 / 0.25), rtol=1e-15, atol=0)
+
+
+def test_lime_recovers_an_additive_model(linear):
+    """Keeping superpixel s adds c_s = Σ_{pixels of s} W·x to f, so the ridge fit (tiny penalty) returns c_s."""
+    model, ep = linear
+    lime = Lime(n_samples=80, n_segments=6, compactness=100.0, ridge=1e-10, seed=1)
+    out = lime.explain(model, ep, "all")
+    for e in range(2):
+        segs = superpixels(ep.support_images[e], 6, 100.0)
+        assert segs.max() >= 5
+        contrib = (model.weight * ep.support_images[e]).sum(1)           # [N, H, W]
+        c = torch.zeros(int(segs.max()) + 1, dtype=torch.float64).index_add_(0, segs.flatten(), contrib.flatten())
+        torch.testing.assert_close(out.raw[e].double(), c[segs].float().double(), rtol=1e-4, atol=1e-9)

@@ -1,0 +1,61 @@
+"""Batched metric evaluation (many perturbation states per forward pass) against the one-state-per-forward loop.
+
+The model runs in float64. A model's output for one batch member does not depend on the others, but
+kernels may sum in a batch-size dependent order, so logits can differ by a few ulps (~1e-16 relative).
+IoU scores come from an argmax: a few-ulp change flips it only if the two logits agree to ~1e-16, which
+random inputs never give, so IoU-based metrics must agree exactly. Confidence-based metrics (iauc@p%,
+infidelity) average softmax probabilities: they must agree to rtol 1e-12 (many orders above the rounding,
+many below any real difference). AffEx maps are used as attributions, so the ranking has the realistic
+structure; random maps with ties are covered too.
+"""
+import pytest
+import torch
+
+from fss_attr import AffinityExplainer
+from fss_attr.metrics import evaluate, evaluate_states, make_state
+from tests.test_metrics_models import ConvMatcher, blob_episode
+
+ALL = ("miou", "iauc", "dauc", "diff", "iauc@1%", "iauc@10%", "miouloss@1%", "miouloss@5%", "image_iauc",
+       "image_dauc", "image_diff", "infidelity", "infidelity_norm", "relevance_mass", "pointing_game")
+CONFIDENCE = {"iauc@1%", "iauc@10%", "infidelity", "infidelity_norm"}
+
+
+def check_same(batched, looped):
+    for k, v in looped.items():
+        if k.removeprefix("curve:") in CONFIDENCE:
+            torch.testing.assert_close(batched[k], v, rtol=1e-12, atol=1e-15, msg=k)
+        else:
+            assert torch.equal(batched[k], v), k
+
+
+@pytest.mark.parametrize("attributions", ["affex", "ties"])
+def test_batched_equals_loop_for_every_metric(gen, attributions):
+    ep = blob_episode(gen, b=2, n=3, size=(16, 16))
+    model = ConvMatcher().double()
+    if attributions == "affex":
+        attr = AffinityExplainer("unmasked", backend="torch").explain(model, ep).maps.double()
+        region = model(ep).argmax(1) == 1
+        region |= ~region.flatten(1).any(1).view(-1, 1, 1)
+    else:
+        attr = (torch.rand(ep.support_masks.shape, generator=gen, dtype=torch.float64) * 3).floor()
+        region = ep.query_mask
+    looped = evaluate(model, ep, attr, ALL, region=region, loop=True, infidelity_perturbations=4, return_curves=True)
+    for ibs in (2, 7, 16, 1000):
+        batched = evaluate(model, ep, attr, ALL, region=region, internal_batch_size=ibs, infidelity_perturbations=4,
+                           return_curves=True)
+        check_same(batched, looped)
+
+
+def test_states_of_many_episodes_share_a_chunk(gen):
+    """A chunk mixes states of different episodes: each must keep its own query and ground truth."""
+    ep = blob_episode(gen, b=3, n=2, size=(12, 12))
+    model = ConvMatcher().double()
+    attr = torch.rand(ep.support_masks.shape, generator=gen, dtype=torch.float64)
+    states = [make_state("pixel", mode, k, 288) for mode in ("insertion", "deletion") for k in (0, 5, 100, 288)]
+    together = evaluate_states(model, ep, attr, states, ("iou", "confidence"), ep.query_mask, internal_batch_size=5)
+    for e in range(3):
+        alone = evaluate_states(model, ep.index(e), attr[e:e + 1], states, ("iou", "confidence"),
+                                ep.query_mask[e:e + 1], loop=True)
+        assert torch.equal(together["iou"][e], alone["iou"][0])
+        torch.testing.assert_close(together["confidence"][e], alone["confidence"][0], rtol=1e-12, atol=1e-15)
+    assert together["iou"].shape == (3, len(states))

@@ -48,6 +48,39 @@ inline void check_weights(const at::Tensor& weights, int64_t b, int64_t q, at::S
   TORCH_CHECK(weights.is_contiguous(), "weights must be contiguous");
 }
 
+// Checks of backproject_scores' inputs; `device` is "CPU" or "CUDA", the kernel's device type.
+inline void check_scores_inputs(const at::Tensor& scores, const at::Tensor& weights, int64_t top_k,
+                                at::DeviceType device) {
+  check_rank(scores, 3, "scores", "[B, Q, M]");
+  check_floating(scores, "scores");
+  TORCH_CHECK(scores.device().type() == device, "scores must be a ", device, " tensor for this kernel, got ",
+              scores.device());
+  TORCH_CHECK(scores.is_contiguous(), "scores must be contiguous");
+  check_top_k(top_k);
+  check_weights(weights, scores.size(0), scores.size(1), acc_type_of(scores.scalar_type()), scores);
+}
+
+// Checks of backproject_features' inputs; returns whether the similarity is cosine.
+inline bool check_features_inputs(const at::Tensor& query, const at::Tensor& support, const at::Tensor& weights,
+                                  const std::string& similarity, int64_t top_k, at::DeviceType device) {
+  check_rank(query, 3, "query", "[B, Q, D]");
+  check_rank(support, 3, "support", "[B, M, D]");
+  check_floating(query, "query");
+  TORCH_CHECK(support.scalar_type() == query.scalar_type(), "support must have the dtype of query (",
+              query.scalar_type(), "), got ", support.scalar_type());
+  TORCH_CHECK(query.device().type() == device, "query must be a ", device, " tensor for this kernel, got ",
+              query.device());
+  check_same_device(query, support, "query", "support");
+  TORCH_CHECK(query.is_contiguous() && support.is_contiguous(), "query and support must be contiguous");
+  TORCH_CHECK(support.size(0) == query.size(0), "support has batch size ", support.size(0), ", query has ",
+              query.size(0));
+  TORCH_CHECK(support.size(2) == query.size(2), "support has feature size D=", support.size(2), ", query has D=",
+              query.size(2));
+  check_top_k(top_k);
+  check_weights(weights, query.size(0), query.size(1), acc_type_of(query.scalar_type()), query);
+  return is_cosine(similarity);
+}
+
 // x / max(||x||, 1e-8) along the last dimension (the cosine normalisation of docs/ops.md).
 inline at::Tensor normalize_last(const at::Tensor& x) {
   return x / x.norm(2, {-1}, /*keepdim=*/true).clamp_min(1e-8);

@@ -16,23 +16,9 @@ constexpr int64_t kBlockElements = int64_t(1) << 23;  // scores per block: 32 MB
 
 at::Tensor backproject_features_cpu(const at::Tensor& query, const at::Tensor& support, const at::Tensor& weights,
                                     std::string similarity, double scale, bool relu, bool softmax, int64_t top_k) {
-  check_rank(query, 3, "query", "[B, Q, D]");
-  check_rank(support, 3, "support", "[B, M, D]");
-  check_floating(query, "query");
-  TORCH_CHECK(support.scalar_type() == query.scalar_type(), "support must have the dtype of query (",
-              query.scalar_type(), "), got ", support.scalar_type());
-  TORCH_CHECK(query.device().is_cpu(), "query must be a CPU tensor for the CPU kernel, got ", query.device());
-  check_same_device(query, support, "query", "support");
-  TORCH_CHECK(query.is_contiguous() && support.is_contiguous(), "query and support must be contiguous");
-  TORCH_CHECK(support.size(0) == query.size(0), "support has batch size ", support.size(0), ", query has ",
-              query.size(0));
-  TORCH_CHECK(support.size(2) == query.size(2), "support has feature size D=", support.size(2), ", query has D=",
-              query.size(2));
-  check_top_k(top_k);
-  const bool cosine = is_cosine(similarity);
+  const bool cosine = check_features_inputs(query, support, weights, similarity, top_k, at::DeviceType::CPU);
   const int64_t b = query.size(0), q = query.size(1), m = support.size(1);
   const auto acc = acc_type_of(query.scalar_type());
-  check_weights(weights, b, q, acc, query);
   at::Tensor out = at::zeros({b, 2, m}, query.options().dtype(acc));
   if (b == 0 || q == 0 || m == 0) return out;
 

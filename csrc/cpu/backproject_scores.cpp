@@ -9,14 +9,9 @@ namespace fss_attr {
 namespace {
 
 at::Tensor backproject_scores_cpu(const at::Tensor& scores, const at::Tensor& weights, bool softmax, int64_t top_k) {
-  check_rank(scores, 3, "scores", "[B, Q, M]");
-  check_floating(scores, "scores");
-  TORCH_CHECK(scores.device().is_cpu(), "scores must be a CPU tensor for the CPU kernel, got ", scores.device());
-  TORCH_CHECK(scores.is_contiguous(), "scores must be contiguous");
-  check_top_k(top_k);
+  check_scores_inputs(scores, weights, top_k, at::DeviceType::CPU);
   const int64_t b = scores.size(0), q = scores.size(1), m = scores.size(2);
   const auto acc = acc_type_of(scores.scalar_type());
-  check_weights(weights, b, q, acc, scores);
   at::Tensor out = at::zeros({b, 2, m}, scores.options().dtype(acc));
   if (b == 0 || q == 0 || m == 0) return out;
 

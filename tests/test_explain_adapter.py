@@ -76,3 +76,26 @@ def test_episode_validation(gen):
         Episode(ep.query, ep.support_images, ep.support_masks.float() * 0.5)
     sub = ep.index(1)
     assert sub.batch_size == 1 and torch.equal(sub.query, ep.query[1:2])
+
+
+def test_generic_feature_matcher(gen):
+    """Any backbone returning per-level maps becomes an adapter whose levels are the model's affinities."""
+    from torch import nn
+
+    from fss_attr.models import FeatureMatcher
+
+    class Pools(nn.Module):
+        def forward(self, x):
+            return [torch.nn.functional.avg_pool2d(x, 4), torch.nn.functional.avg_pool2d(x, 8)]
+
+    ep = toy_episode(gen)
+    model = FeatureMatcher(Pools(), n_levels=2, similarity="dot", temperature=0.5, level_weights=[1.0, 3.0])
+    state = model.encode(ep)
+    for lv, s in zip(model.levels(state), model.affinities(state)):
+        assert torch.equal(lv.materialize().scores, s)
+    out = AffinityExplainer("masked", blur_kernel=9).explain(model, ep)
+    assert out.maps.shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="n_levels=3"):
+        FeatureMatcher(Pools(), n_levels=3).encode(ep)
+    with pytest.raises(ValueError, match="level_weights"):
+        FeatureMatcher(Pools(), n_levels=2, level_weights=[1.0])

@@ -1,13 +1,14 @@
 """Loads the compiled extension ``fss_attr._C`` if it is there, and says once when it is not.
 
 Everything in fss_attr works without the extension, on the pure-PyTorch backends
-("literal" and "torch"). Importing ``_C`` registers the ``torch.ops.fss_attr.*``
-kernels (CPU, and CUDA when it was built with CUDA).
+("literal" and "torch"); ``FSS_ATTR_DISABLE_EXTENSION=1`` forces that. Importing ``_C``
+registers the ``torch.ops.fss_attr.*`` kernels (CPU, and CUDA when it was built with CUDA).
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import warnings
 
 import torch  # noqa: F401  (the extension links against torch's libraries)
@@ -20,6 +21,8 @@ class ExtensionMissingWarning(UserWarning):
 
 
 def _load():
+    if os.environ.get("FSS_ATTR_DISABLE_EXTENSION") == "1":
+        return None, "disabled by FSS_ATTR_DISABLE_EXTENSION=1"
     if importlib.util.find_spec("fss_attr._C") is None:
         return None, "not built"
     try:

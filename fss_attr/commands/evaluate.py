@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold", type=int, default=0, help="fold (pascal, coco)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--out", default="outputs/evaluate", help="output folder (default outputs/evaluate)")
+    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                        help="keep: stop glibc from unmapping freed blocks (faster batched CPU inference, the "
+                             "process keeps its peak memory; see fss_attr.metrics.allocator); default: leave it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -70,7 +73,7 @@ def explainer_options(name: str, args) -> dict:
 def load_model(device: str):
     from fss_attr.models.lite_matcher import LiteMatcher
 
-    return LiteMatcher(pretrained=True, device=device).eval()
+    return LiteMatcher().to(device).eval()
 
 
 def load_episodes(args) -> Iterable:
@@ -192,6 +195,10 @@ def run(args) -> int:
     if args.episodes < 1 or args.shots < 1 or args.size < 8:
         print("fss-attr evaluate: --episodes and --shots must be >= 1 and --size >= 8", file=sys.stderr)
         return 2
+    if args.malloc == "keep":
+        from fss_attr.metrics.allocator import keep_freed_memory
+
+        keep_freed_memory()
     torch.manual_seed(args.seed)
     adapter = load_model(args.device)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}

@@ -24,13 +24,20 @@ VARIANTS = ("unmasked", "masked", "signed")
 NORM_EPS = 1e-6
 
 
-def minmax(x: torch.Tensor) -> torch.Tensor:
-    """Min-max scale [B, ...] to [0, 1] per episode; an episode with a constant map becomes all zeros."""
-    flat = x.flatten(1)
-    lo = flat.amin(1).view(-1, *([1] * (x.dim() - 1)))
-    hi = flat.amax(1).view(-1, *([1] * (x.dim() - 1)))
+def minmax(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Min-max scale [B, ...] to [0, 1] per episode; an episode with a constant map becomes all zeros.
+
+    ``dtype`` (default: x's) is the result's dtype; the subtraction runs in x's dtype and rounds once into it,
+    so the result stays exactly within [0, 1].
+    """
+    b = x.shape[0]
+    lo, hi = torch.aminmax(x.reshape(b, -1), dim=1)
     span = hi - lo
-    return torch.where(span > 0, (x - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(x))
+    span = torch.where(span > 0, span, torch.ones_like(span))      # a constant map has x - lo = 0 everywhere
+    shape = (b,) + (1,) * (x.dim() - 1)
+    out = torch.empty(x.shape, dtype=dtype or x.dtype, device=x.device)
+    torch.sub(x, lo.view(shape), out=out)
+    return out.div_(span.to(out.dtype).view(shape))
 
 
 def support_column_sums(support_hw: tuple[int, int], out_size: tuple[int, int], device=None) -> torch.Tensor:
@@ -185,11 +192,11 @@ class AffinityExplainer:
             total = sum(weights[:, i].view(b, 1, 1, 1) * m.to(torch.float64) for i, m in enumerate(maps))
         else:
             total = self._weighted_sum_of_level_maps(levels, region, weights, out_size, backend)
-        explanation = minmax(total)
-        if self.variant != "unmasked":
-            g = gaussian_blur(support_masks.to(torch.float32), self.blur_kernel, self.blur_sigma).to(torch.float64)
-            explanation = minmax(explanation * (g if self.variant == "masked" else 2 * g - 1))
-        return explanation.to(torch.float32)
+        if self.variant == "unmasked":
+            return minmax(total, torch.float32)
+        g = gaussian_blur(support_masks.to(torch.float32), self.blur_kernel, self.blur_sigma).to(torch.float64)
+        explanation = minmax(total).mul_(g if self.variant == "masked" else g.mul_(2).sub_(1))
+        return minmax(explanation, torch.float32)
 
     def _weighted_sum_of_level_maps(self, levels, region, weights, out_size, backend) -> torch.Tensor:
         """Σ_l w_l A_l [B, N, H, W] float64 with one upsampling per distinct support grid.
@@ -205,7 +212,11 @@ class AffinityExplainer:
             c = support_column_sums(lv.support_hw, out_size, a.device).repeat(n)           # [M]
             coef = weights[:, i] / ((a * c).sum(1) + NORM_EPS)                            # [B]
             grouped[lv.support_hw] = grouped.get(lv.support_hw, 0) + coef[:, None] * a
-        return sum(upsample_bilinear(g.view(b, n, *hw), out_size) for hw, g in grouped.items())
+        total = None
+        for hw, g in grouped.items():
+            up = upsample_bilinear(g.view(b, n, *hw), out_size)
+            total = up if total is None else total.add_(up)
+        return total
 
     __call__ = explain_levels
 

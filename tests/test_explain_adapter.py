@@ -99,3 +99,26 @@ def test_generic_feature_matcher(gen):
         FeatureMatcher(Pools(), n_levels=3).encode(ep)
     with pytest.raises(ValueError, match="level_weights"):
         FeatureMatcher(Pools(), n_levels=2, level_weights=[1.0])
+
+
+def test_feature_matcher_is_differentiable_for_gradient_baselines(gen):
+    """Gradient baselines differentiate the adapter's forward w.r.t. the support pixels."""
+    from torch import nn
+
+    from fss_attr.baselines import make_explainer
+    from fss_attr.models import FeatureMatcher
+
+    class Convs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x):
+            f = self.conv(x)
+            return [torch.nn.functional.avg_pool2d(f, 4), torch.nn.functional.avg_pool2d(f, 8)]
+
+    ep = toy_episode(gen)
+    model = FeatureMatcher(Convs(), n_levels=2, similarity="cosine", temperature=0.1).eval()
+    out = make_explainer("saliency").explain(model, ep)
+    assert out.maps.shape == ep.support_masks.shape
+    assert float(out.maps.amax()) == 1.0                       # non-zero gradients, min-max scaled

@@ -91,7 +91,7 @@ class SupportExplainer:
         if tuple(raw.shape) != expected:
             raise RuntimeError(f"{type(self).__name__}.attribute returned {tuple(raw.shape)}, expected {expected}")
         raw = torch.nan_to_num(raw.to(torch.float64))
-        return Attribution(minmax(raw).to(torch.float32), logits, logits.argmax(1) == 1, r, raw.to(torch.float32))
+        return Attribution(minmax(raw, torch.float32), logits, logits.argmax(1) == 1, r, raw.to(torch.float32))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

@@ -73,7 +73,6 @@ class FeatureMatcher(MatchingAdapter):
     def n_levels(self) -> int:
         return self._n_levels
 
-    @torch.no_grad()
     def encode(self, episode: Episode) -> MatcherState:
         b, n = episode.batch_size, episode.n_shots
         images = torch.cat([episode.query, episode.support_images.flatten(0, 1)])
@@ -98,7 +97,6 @@ class FeatureMatcher(MatchingAdapter):
         return [similarity_scores(lv.query, lv.support, self.similarity, 1.0 / self.temperature)
                 for lv in state.levels]
 
-    @torch.no_grad()
     def decode(self, state: MatcherState, ablate_level: int | None = None) -> torch.Tensor:
         probs = []
         for i, (lv, scores) in enumerate(zip(state.levels, self.affinities(state))):

@@ -1,0 +1,23 @@
+"""Segment Attribution Tables: per-(image, segment) saliency rows and their dataset-level aggregate.
+
+Typical use, streaming over a data set::
+
+    from fss_attr.sat import SATAccumulator, segment_stats, write_csv, plain_table
+    acc = SATAccumulator()
+    for maps, segments, classes, ids in loader:          # maps [B, H, W]
+        stats = segment_stats(maps, segments, names)      # labels [B, H, W], masks [B, S, H, W] or COCO lists
+        write_csv(stats.rows(ids, classes), "rows.csv", append=True)
+        acc.update(stats, classes)
+    print(plain_table(acc.summary()))
+
+See :mod:`fss_attr.sat.normalise` for how maps are made comparable across images.
+"""
+from fss_attr.sat.normalise import NORMALISATIONS, normalise_maps
+from fss_attr.sat.plots import plot_heatmap, plot_reliance_bars
+from fss_attr.sat.reduce import ROW_COLUMNS, SegmentStats, coco_stats, label_stats, mask_stats, segment_stats
+from fss_attr.sat.segments import coco_masks, decode_segmentation, label_table
+from fss_attr.sat.table import SUMMARY_COLUMNS, SATAccumulator, plain_table, read_csv, write_csv
+
+__all__ = ["NORMALISATIONS", "ROW_COLUMNS", "SUMMARY_COLUMNS", "SATAccumulator", "SegmentStats", "coco_masks",
+           "coco_stats", "decode_segmentation", "label_stats", "label_table", "mask_stats", "normalise_maps",
+           "plain_table", "plot_heatmap", "plot_reliance_bars", "read_csv", "segment_stats", "write_csv"]

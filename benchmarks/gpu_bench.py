@@ -67,20 +67,22 @@ def main() -> int:
         qf = torch.randn(1, q, d, generator=g).to(dev)
         kf = torch.randn(1, m, d, generator=g).to(dev)
         w = torch.rand(1, 2, q, generator=g).to(dev)
-        t = cuda_time(lambda: torch.ops.fss_attr.backproject_features(qf, kf, w, "dot", 1 / 16, False, True, 0))
-        flops = 2 * q * m * d
-        rows.append((f"backproject_features {side}² D={d} fp32", t, f"{flops / t / 1e12:.1f} TFLOP/s",
-                     f"{flops / t / ceilings['fp32']:.2f}"))
+        flops = 4 * q * m * d  # two passes over the scores (row statistics, then column sums)
+        for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            a, b = qf.to(dtype), kf.to(dtype)
+            t = cuda_time(lambda: torch.ops.fss_attr.backproject_features(a, b, w, "dot", 1 / 16, False, True, 0))
+            rows.append((f"backproject_features {side}² D={d} {name} (2 passes)", t,
+                         f"{flops / t / 1e12:.1f} TFLOP/s", f"{flops / t / ceilings[name]:.2f}"))
 
     region = random_region(1, (384, 384), device=dev)
     masks = random_masks(1, 5, (384, 384), device=dev)
-    for features in (False, True):
-        levels = dcama_like_levels(5, features=features, device=dev)
+    for features, dtype in ((False, torch.float32), (True, torch.float32), (True, torch.bfloat16)):
+        levels = dcama_like_levels(5, features=features, device=dev, dtype=dtype)
         for backend in ("cuda", "torch"):
             ex = AffinityExplainer("masked", backend=backend)
             t = cuda_time(lambda: ex.explain_levels(levels, region, masks), reps=10)
-            rows.append((f"DCAMA-like 22 levels 5-shot from {'features' if features else 'scores'} [{backend}]",
-                         t, "", ""))
+            source = f"features {str(dtype).removeprefix('torch.')}" if features else "scores float32"
+            rows.append((f"DCAMA-like 22 levels 5-shot from {source} [{backend}]", t, "", ""))
     lv = random_level(1, 5, (48, 48), (48, 48), generator=g, device=dev)
     for backend in ("cuda", "torch", "literal"):
         ex = AffinityExplainer("unmasked", backend=backend)

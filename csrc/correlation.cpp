@@ -84,12 +84,9 @@ std::tuple<at::Tensor, at::Tensor> correlation_backward_impl(const at::Tensor& g
   at::Tensor qh = cosine ? normalize_last(f.q) : f.q;
   at::Tensor kh = cosine ? normalize_last(f.k) : f.k;
   at::Tensor g = grad.reshape({b, qn, mn}).to(query.scalar_type());
-  auto [s, keep] = scores_and_mask(qh, kh, false, 0);
+  auto [s, keep] = scores_and_mask(qh, kh, relu, top_k);  // after relu, s > 0 exactly where relu' = 1
   if (relu) g = g * (s > 0);
-  if (top_k > 0 && top_k < mn) {
-    auto sk = scores_and_mask(qh, kh, relu, top_k);
-    g = g * std::get<1>(sk);
-  }
+  if (keep.defined()) g = g * keep;
   at::Tensor dq = at::bmm(g, kh);                  // [B, Q, C]
   at::Tensor dk = at::bmm(g.transpose(1, 2), qh);  // [B, M, C]
   if (cosine) {

@@ -17,7 +17,7 @@ TORCH_LIBRARY(fss_attr, m) {
 #include <Python.h>
 #include <pybind11/pybind11.h>
 
-#include "cpu/row_kernels.h"
+#include "cpu/cpu_paths.h"
 
 #ifndef FSS_ATTR_CUDA_VERSION
 #define FSS_ATTR_CUDA_VERSION ""

@@ -1,5 +1,8 @@
 """CUDA kernels against the CPU kernels and the pure-PyTorch twins at sizes the CPU tests do not reach
-(many rows, large M, several launches). Skipped without a GPU or without the CUDA kernels."""
+(many rows, large M, several launches), on both kernel versions: the one-pass scores kernel (float32/16, M up to
+12288) and the row-statistics one (float64, longer rows); the flash features kernel (no top-k; float32 on FMA,
+float16/bfloat16 on tensor cores) and the blocked one (top-k, float64). Skipped without a GPU or without the
+CUDA kernels."""
 import pytest
 import torch
 
@@ -51,3 +54,50 @@ def test_dcama_like_explanation_cuda_equals_cpu():
         want = AffinityExplainer("masked", backend="cpu").explain_levels(levels_cpu, region, masks)
         got = AffinityExplainer("masked", backend="cuda").explain_levels(levels_gpu, region.cuda(), masks.cuda())
         assert rel_err(got, want) < 1e-4
+
+
+ONEPASS_MAX_M = 512 * 24  # csrc/cuda/scores_onepass.cuh: kOnePassThreads * kMaxValuesPerThread
+
+
+@pytest.mark.parametrize("q,m", [(1, 1), (3, 511), (700, 512), (5, 513), (64, 1025), (300, 4000),
+                                 (40, ONEPASS_MAX_M), (40, ONEPASS_MAX_M + 1)])
+@pytest.mark.parametrize("softmax,top_k", [(True, 0), (False, 0), (True, 1), (True, 37), (False, 5)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_scores_both_versions(q, m, softmax, top_k, dtype, gen):
+    s = (torch.randn(2, q, m, generator=gen) * 3).to(dtype)
+    w = torch.rand(2, 2, q, generator=gen)
+    got = torch.ops.fss_attr.backproject_scores(s.cuda(), w.cuda(), softmax, top_k)
+    assert got.dtype == torch.float32 and got.shape == (2, 2, m)
+    want = torch_ops.backproject_scores(s.double(), w.double(), softmax, top_k)  # the inputs are exact in float64
+    assert rel_err(got, want) < 1e-5
+
+
+FLASH_SHAPES = [(1, 1, 1, 1), (2, 70, 130, 40), (3, 129, 65, 33), (1, 300, 5000, 256), (1, 2304, 11520, 64),
+                (2, 64, 64, 32)]
+
+
+@pytest.mark.parametrize("shape", FLASH_SHAPES)
+@pytest.mark.parametrize("similarity,relu,scale,softmax", [("dot", False, 0.125, True), ("cosine", True, 8.0, True),
+                                                           ("cosine", False, 1.0, False), ("dot", True, 0.5, False)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_features_flash(shape, similarity, relu, scale, softmax, dtype, gen):
+    b, q, m, d = shape
+    qf = torch.randn(b, q, d, generator=gen).to(dtype)
+    kf = torch.randn(b, m, d, generator=gen).to(dtype)
+    w = torch.rand(b, 2, q, generator=gen)
+    got = torch.ops.fss_attr.backproject_features(qf.cuda(), kf.cuda(), w.cuda(), similarity, scale, relu,
+                                                  softmax, 0)
+    assert got.dtype == torch.float32 and got.shape == (b, 2, m)
+    # Half-precision features are exact in float64; the kernel's products of them are exact in float32 and only
+    # the float32 sums differ from this reference.
+    want = torch_ops.backproject_features(qf.double(), kf.double(), w.double(), similarity, scale, relu, softmax, 0)
+    assert rel_err(got, want) < 1e-5
+
+
+def test_features_flash_equals_cpu_kernel(gen):
+    qf = torch.randn(2, 577, 96, generator=gen)
+    kf = torch.randn(2, 2885, 96, generator=gen)
+    w = torch.rand(2, 2, 577, generator=gen)
+    got = torch.ops.fss_attr.backproject_features(qf.cuda(), kf.cuda(), w.cuda(), "cosine", 10.0, True, True, 0)
+    want = torch.ops.fss_attr.backproject_features(qf, kf, w, "cosine", 10.0, True, True, 0)
+    assert rel_err(got, want) < 1e-5

@@ -28,9 +28,23 @@ class ThreadColumnSums {
       acc_t* acc0 = data_.data() + t * 2 * m;
       acc_t* acc1 = acc0 + m;
       RowScratch<acc_t> scratch(m, select);
-      for (int64_t q = begin; q < end; ++q) {
-        load_row(q, scratch.row.data());
-        accumulate_row(scratch.row.data(), m, softmax, top_k, w0[q], w1[q], acc0, acc1, scratch.select.data());
+      for (int64_t q = begin; q < end; q += kRowGroup) {
+        const acc_t* p[kRowGroup];
+        acc_t a0[kRowGroup], a1[kRowGroup];
+        for (int r = 0; r < kRowGroup; ++r) {
+          if (q + r < end) {
+            acc_t* row = scratch.row(r);
+            load_row(q + r, row);
+            const double factor = prepare_row(row, m, softmax, top_k, scratch.select.data());
+            a0[r] = static_cast<acc_t>(w0[q + r] * factor);
+            a1[r] = static_cast<acc_t>(w1[q + r] * factor);
+            p[r] = row;
+          } else {  // a short last group: rows of weight 0
+            a0[r] = a1[r] = acc_t(0);
+            p[r] = scratch.row(0);
+          }
+        }
+        axpy2_rows(p, a0, a1, m, acc0, acc1);
       }
     });
   }

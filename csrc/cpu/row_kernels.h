@@ -13,17 +13,7 @@
 #include <limits>
 #include <vector>
 
-// Which instructions the float32 loops were compiled for (setup.py adds -mavx2 -mfma when the build
-// machine has them; FSS_ATTR_CPU_FLAGS overrides).
-#if defined(__AVX512F__)
-#define FSS_ATTR_CPU_PATHS "avx512f"
-#elif defined(__AVX2__) && defined(__FMA__)
-#define FSS_ATTR_CPU_PATHS "avx2+fma"
-#elif defined(__AVX2__)
-#define FSS_ATTR_CPU_PATHS "avx2"
-#else
-#define FSS_ATTR_CPU_PATHS "baseline (no AVX2)"
-#endif
+#include "cpu_paths.h"
 
 namespace fss_attr {
 namespace cpu {
@@ -52,31 +42,19 @@ static acc_t kth_largest(const acc_t* x, int64_t m, int64_t k, acc_t* scratch) {
 #pragma GCC pop_options
 #endif
 
-// One row of P, accumulated into (acc0, acc1) with weights (w0, w1). `row` holds the row's scores
-// (after scale and relu) and is overwritten.
-static inline void accumulate_row(float* row, int64_t m, bool softmax, int64_t top_k, float w0, float w1,
-                                  float* acc0, float* acc1, float* select) {
-  accumulate_row_f32(row, m, softmax, top_k, w0, w1, acc0, acc1, select);
+// Row -> its probabilities up to the returned factor, in place (see prepare_row_f32).
+static inline double prepare_row(float* row, int64_t m, bool softmax, int64_t top_k, float* select) {
+  return prepare_row_f32(row, m, softmax, top_k, select);
 }
 
-// Per-thread buffers for one row.
-template <typename acc_t>
-struct RowScratch {
-  std::vector<acc_t> row, select;
-  explicit RowScratch(int64_t m, bool need_select) : row(m), select(need_select ? m : 0) {}
-};
-
-static inline void accumulate_row(double* row, int64_t m, bool softmax, int64_t top_k, double w0, double w1,
-                                  double* acc0, double* acc1, double* select) {
+static inline double prepare_row(double* row, int64_t m, bool softmax, int64_t top_k, double* select) {
+  const bool thresholded = top_k > 0 && top_k < m;
   const double ninf = -std::numeric_limits<double>::infinity();
-  const double thr = (top_k > 0 && top_k < m) ? kth_largest(row, m, top_k, select) : ninf;
+  const double thr = thresholded ? kth_largest(row, m, top_k, select) : ninf;
   if (!softmax) {
-    for (int64_t j = 0; j < m; ++j) {
-      const double p = row[j] >= thr ? row[j] : 0.0;
-      acc0[j] += w0 * p;
-      acc1[j] += w1 * p;
-    }
-    return;
+    if (thresholded)
+      for (int64_t j = 0; j < m; ++j) row[j] = row[j] >= thr ? row[j] : 0.0;
+    return 1.0;
   }
   double mx = ninf;
   for (int64_t j = 0; j < m; ++j)
@@ -86,12 +64,36 @@ static inline void accumulate_row(double* row, int64_t m, bool softmax, int64_t 
     row[j] = row[j] >= thr ? std::exp(row[j] - mx) : 0.0;
     total += row[j];
   }
-  const double a0 = w0 / total, a1 = w1 / total;
+  return 1.0 / total;
+}
+
+// Rows accumulated per pass over the column sums: the accumulators are read and written once per
+// kRowGroup rows instead of once per row.
+constexpr int kRowGroup = 4;
+
+// acc0[j] += sum_r a0[r]·p[r][j], acc1[j] += sum_r a1[r]·p[r][j] for r < kRowGroup.
+template <typename acc_t>
+static void axpy2_rows(const acc_t* const* p, const acc_t* a0, const acc_t* a1, int64_t m, acc_t* __restrict acc0,
+                       acc_t* __restrict acc1) {
+  const acc_t* __restrict p0 = p[0];
+  const acc_t* __restrict p1 = p[1];
+  const acc_t* __restrict p2 = p[2];
+  const acc_t* __restrict p3 = p[3];
+  static_assert(kRowGroup == 4, "axpy2_rows is written for groups of 4 rows");
   for (int64_t j = 0; j < m; ++j) {
-    acc0[j] += a0 * row[j];
-    acc1[j] += a1 * row[j];
+    acc0[j] += a0[0] * p0[j] + a0[1] * p1[j] + a0[2] * p2[j] + a0[3] * p3[j];
+    acc1[j] += a1[0] * p0[j] + a1[1] * p1[j] + a1[2] * p2[j] + a1[3] * p3[j];
   }
 }
+
+// Per-thread buffers: kRowGroup rows and the top-k selection scratch.
+template <typename acc_t>
+struct RowScratch {
+  std::vector<acc_t> rows, select;
+  int64_t m;
+  RowScratch(int64_t m, bool need_select) : rows(kRowGroup * m), select(need_select ? m : 0), m(m) {}
+  acc_t* row(int r) { return rows.data() + r * m; }
+};
 
 // Load one row of scores of any input dtype into the acc_t buffer, applying scale and relu.
 template <typename scalar_t, typename acc_t>

@@ -1,11 +1,15 @@
-// backproject_features on CUDA (docs/ops.md), version 1: blocks of query rows; each block's scores
-// [rows, M] come from one cuBLAS product (float32 stays float32: no TF32), then the row kernels of
-// row_kernels.cuh apply scale, relu, top-k and softmax and accumulate. Memory: the block (<= 256 MB).
+// backproject_features on CUDA (docs/ops.md).
+//   version 2 (flash_features.cuh): the scores are never stored; float32 features on FMA, float16/bfloat16
+//     on tensor cores; used without top-k for float32, float16 and bfloat16.
+//   version 1 (below): blocks of query rows, each block's scores [rows, M] from one cuBLAS product (float32 stays
+//     float32: no TF32), then the row kernels of row_kernels.cuh; used for top-k and float64. Memory: the block
+//     (<= 256 MB).
 #include <torch/library.h>
 
 #include <string>
 
 #include "../common.h"
+#include "flash_features.cuh"
 #include "row_kernels.cuh"
 
 namespace fss_attr {
@@ -13,15 +17,46 @@ namespace {
 
 constexpr int64_t kBlockElements = int64_t(1) << 26;
 
-at::Tensor backproject_features_cuda(const at::Tensor& query, const at::Tensor& support, const at::Tensor& weights,
-                                     std::string similarity, double scale, bool relu, bool softmax, int64_t top_k) {
-  const bool cosine = check_features_inputs(query, support, weights, similarity, top_k, at::DeviceType::CUDA);
-  const int64_t b = query.size(0), q = query.size(1), m = support.size(1);
-  const auto acc = acc_type_of(query.scalar_type());
-  const c10::cuda::CUDAGuard guard(query.device());
-  at::Tensor out = at::zeros({b, 2, m}, query.options().dtype(acc));
-  if (b == 0 || q == 0 || m == 0) return out;
+// 1 / max(||x||, 1e-8) along the last dimension, float32 [B, N] (the cosine normalisation of docs/ops.md).
+at::Tensor inverse_norms(const at::Tensor& x) {
+  return x.to(at::kFloat).norm(2, {-1}).clamp_min(1e-8).reciprocal().contiguous();
+}
 
+void features_flash(const at::Tensor& query, const at::Tensor& support, const at::Tensor& weights, bool cosine,
+                    double scale, bool relu, bool softmax, at::Tensor& out) {
+  const int64_t b = query.size(0), q = query.size(1), m = support.size(1), d = query.size(2);
+  at::Tensor inv_q, inv_k;
+  if (cosine) {
+    inv_q = inverse_norms(query);
+    inv_k = inverse_norms(support);
+  }
+  at::Tensor workspace = at::empty({cuda::flash::workspace_floats(q, m)}, out.options());
+  auto run = [&](auto tag) {
+    using in_t = decltype(tag);
+    const auto* qp = reinterpret_cast<const in_t*>(query.data_ptr());
+    const auto* kp = reinterpret_cast<const in_t*>(support.data_ptr());
+    for (int64_t bi = 0; bi < b; ++bi) {
+      const cuda::flash::Problem p{q, m, d, static_cast<float>(scale), relu,
+                                   cosine ? inv_q.data_ptr<float>() + bi * q : nullptr,
+                                   cosine ? inv_k.data_ptr<float>() + bi * m : nullptr};
+      const float* w = weights.data_ptr<float>() + bi * 2 * q;
+      float* o = out.data_ptr<float>() + bi * 2 * m;
+      cuda::flash::accumulate<in_t>(qp + bi * q * d, kp + bi * m * d, p, softmax, w, w + q, o, o + m,
+                                    workspace.data_ptr<float>());
+    }
+  };
+  switch (query.scalar_type()) {
+    case at::kFloat: run(float{}); break;
+    case at::kHalf: run(__half{}); break;
+    case at::kBFloat16: run(__nv_bfloat16{}); break;
+    default: TORCH_CHECK(false, "fss_attr: no flash kernel for ", query.scalar_type());
+  }
+}
+
+void features_blocked(const at::Tensor& query, const at::Tensor& support, const at::Tensor& weights, bool cosine,
+                      double scale, bool relu, bool softmax, int64_t top_k, at::Tensor& out) {
+  const int64_t b = query.size(0), q = query.size(1), m = support.size(1);
+  const auto acc = out.scalar_type();
   at::Tensor qf = query.to(acc), kf = support.to(acc);
   if (cosine) {
     qf = normalize_last(qf);
@@ -45,6 +80,21 @@ at::Tensor backproject_features_cuda(const at::Tensor& query, const at::Tensor& 
       }
     }
   });
+}
+
+at::Tensor backproject_features_cuda(const at::Tensor& query, const at::Tensor& support, const at::Tensor& weights,
+                                     std::string similarity, double scale, bool relu, bool softmax, int64_t top_k) {
+  const bool cosine = check_features_inputs(query, support, weights, similarity, top_k, at::DeviceType::CUDA);
+  const int64_t b = query.size(0), q = query.size(1), m = support.size(1);
+  const auto acc = acc_type_of(query.scalar_type());
+  const c10::cuda::CUDAGuard guard(query.device());
+  at::Tensor out = at::zeros({b, 2, m}, query.options().dtype(acc));
+  if (b == 0 || q == 0 || m == 0) return out;
+  if (cuda::flash::flash_supports(query.scalar_type(), top_k, m)) {
+    features_flash(query, support, weights, cosine, scale, relu, softmax, out);
+  } else {
+    features_blocked(query, support, weights, cosine, scale, relu, softmax, top_k, out);
+  }
   return out;
 }
 

@@ -8,18 +8,19 @@ from torch import nn
 
 from fss_attr.similarity import (SFAM, SIMILARITIES, AttentionConsistencyLoss, EmbeddingModel, GradCAMSimilarity,
                                  GradientAttention, SpatialDecomposition, all_pairs, controlled_triplets,
-                                 head_vjp, similarity, similarity_curves, similarity_grad)
+                                 default_methods, default_model, head_vjp, pair_maps, pair_metrics, similarity,
+                                 similarity_curves, similarity_grad)
 from tests.conftest import rel_err
 
 HEADS = [(False, False), (False, True), (True, False), (True, True)]  # (linear, normalize)
 SHAPES = [(3, 16, 16), (4, 24, 20), (2, 32, 12)]  # (B, H, W)
 
 
-def tiny_model(gen, linear=False, normalize=True, channels=5, dim=4, dtype=torch.float64):
+def tiny_model(gen, linear=False, normalize=True, channels=5, dim=4, dtype=torch.float64, bias=True):
     torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
     backbone = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.Tanh(),
                              nn.Conv2d(6, channels, 3, stride=2, padding=1))
-    lin = nn.Linear(channels, dim) if linear else None
+    lin = nn.Linear(channels, dim, bias=bias) if linear else None
     return EmbeddingModel(backbone, lin, normalize).to(dtype)
 
 
@@ -73,6 +74,8 @@ def test_gradient_attention_closed_form_matches_autograd(gen, kind, linear, norm
         ref = gradcam_loop(model, a1, a2, kind)
         closed = GradientAttention(kind).raw_maps(model, a1, a2)
         assert rel_err(closed, ref) < 1e-12
+        if not linear and (normalize or kind == "cosine"):  # s unchanged when g_l is scaled: maps sum to 0
+            assert closed.sum((-2, -1)).abs().max() < 1e-12 * closed.abs().sum((-2, -1)).max()
         assert rel_err(GradCAMSimilarity(kind).raw_maps(model, a1, a2), ref) < 1e-12
         # all pairs, closed form and vmap-autograd, against the literal loop over (i, j)
         ii, jj = zip(*itertools.product(range(b), range(b)))
@@ -126,7 +129,42 @@ def test_sfam_cosine_gap_completeness_literal(gen):
     g1, g2 = a[:2].mean((-2, -1)), a[2:].mean((-2, -1))
     cis, o = SFAM("cosine").channel_scores(model, a[:2], a[2:])
     assert torch.allclose(cis, g1 * g2 / (g1.norm(dim=1) * g2.norm(dim=1))[:, None], rtol=1e-12)
-    assert torch.allclose(cis.sum(1), torch.cosine_similarity(g1, g2), rtol=1e-12)
+    assert torch.allclose(cis.sum(1), torch.cosine_similarity(g1, g2), rtol=1e-12, atol=1e-15)
+    assert torch.all(o == 0)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_sfam_linear_l2_head(gen, bias):
+    """Linear (+ bias) + L2 head, cosine: the C channel terms (Wᵀv)_c g_c sum to s − b·v, v = z_r/(‖z_l‖‖z_r‖);
+    exactly s without a bias."""
+    model = tiny_model(gen, linear=True, normalize=True, bias=bias)
+    a = features(model, images(gen, 6, 16, 20))
+    g1, g2 = a[:3].mean((-2, -1)), a[3:].mean((-2, -1))
+    lin = model.linear
+    z1, z2 = lin(g1), lin(g2)
+    v = z2 / (z1.norm(dim=1) * z2.norm(dim=1))[:, None]
+    cis, o = SFAM("cosine").channel_scores(model, a[:3], a[3:])
+    assert cis.shape == (3, 5)  # feature channels, not embedding dimensions
+    assert torch.allclose(cis, (v @ lin.weight) * g1, rtol=1e-12)
+    s = torch.cosine_similarity(z1, z2)
+    offset = (v * lin.bias).sum(1) if bias else torch.zeros(3, dtype=torch.float64)
+    assert torch.allclose(o, offset, rtol=1e-12, atol=0)
+    assert torch.allclose(cis.sum(1), s - offset, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", SIMILARITIES)
+def test_sfam_cis_weighting_literal(gen, kind):
+    """weighting="cis": raw(p) = Σ_c CIS_c A_c(p), by a loop over channels; all pairs against pair calls."""
+    model = tiny_model(gen, linear=True, normalize=kind != "dot")
+    a = features(model, images(gen, 6, 16, 24))
+    a1, a2 = a[:3], a[3:]
+    sfam = SFAM(kind, weighting="cis")
+    cis, _ = sfam.channel_scores(model, a1, a2)
+    ref = sum(cis[:, c, None, None] * a1[:, c] for c in range(a1.shape[1]))
+    assert rel_err(sfam.raw_maps(model, a1, a2), ref) < 1e-12
+    raw_all = sfam.raw_maps(model, a1, a2, all_pairs=True)
+    for i, j in itertools.product(range(3), range(3)):
+        assert torch.allclose(raw_all[i, j], sfam.raw_maps(model, a1[i:i + 1], a2[j:j + 1])[0], rtol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["cosine", "dot", "neg_sq_euclidean"])
@@ -153,7 +191,7 @@ def test_spatial_decomposition(gen, kind, linear, normalize):
     assert torch.allclose(sd.raw_maps(model, a1, a2), SFAM(kind).raw_maps(model, a1, a2), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("method", [SFAM(), GradientAttention(), SpatialDecomposition(), GradCAMSimilarity()])
+@pytest.mark.parametrize("method", list(default_methods().values()), ids=list(default_methods()))
 def test_explain_and_all_pairs(gen, method):
     model = tiny_model(gen, linear=True, normalize=True)
     x = images(gen, 3, 24, 20)
@@ -187,6 +225,14 @@ def test_bad_arguments(gen):
         GradientAttention(form="triplet").explain(model, x, x)
     with pytest.raises(ValueError, match="chunk"):
         GradCAMSimilarity(chunk=0)
+    with pytest.raises(ValueError, match="chunk"):
+        SpatialDecomposition(chunk=True)
+    with pytest.raises(ValueError, match="weighting"):
+        SFAM(weighting="grad")
+    with pytest.raises(ValueError, match="layer"):
+        default_model(pretrained=False, layer=16)
+    with pytest.raises(ValueError, match="n_distractors"):
+        controlled_triplets(1, n_distractors=3)
     with pytest.raises(TypeError, match="model"):
         SFAM().explain(nn.Identity(), x, x)
     with pytest.raises(ValueError, match="x2 must have the shape of x1"):
@@ -246,29 +292,59 @@ def test_similarity_curves_batched_matches_loop(gen):
 
 
 def test_controlled_triplets():
-    t = controlled_triplets(2, size=48, seed=3)
-    assert t["anchor"].shape == (2, 3, 48, 48) and t["anchor_mask"].dtype == torch.bool
-    assert all(bool(m.any()) for m in t["positive_mask"]) and len(t["classes"]) == 2
-    again = controlled_triplets(2, size=48, seed=3)
-    assert torch.equal(t["negative"], again["negative"])
-
-
-def test_background_index_matches_render_image():
     import numpy as np
 
-    from fss_attr.data.controlled import render_image
-    from fss_attr.data.textures import BACKGROUND_SOURCES, background, random_crop
-    from fss_attr.similarity.evaluation import background_index
+    from fss_attr.backbones import imagenet_normalize
+    from fss_attr.data.controlled import CLASSES, render_image
+    from fss_attr.data.textures import BACKGROUND_SOURCES
 
-    for seed in (0, 5, 11):
-        im = render_image("brick", seed, (40, 40), n_distractors=0)
-        rng = np.random.default_rng(seed)
-        rng.integers(len(BACKGROUND_SOURCES))
-        crop = random_crop(background(BACKGROUND_SOURCES[background_index(seed)]), (40, 40), rng, scale=(0.5, 1.0))
-        outside = ~im.object_mask
-        assert torch.equal(im.image.permute(1, 2, 0)[outside], torch.from_numpy(crop)[outside])
-    t = controlled_triplets(3, size=32, seed=1)
-    assert all(len({background_index(s) for s in seeds}) == 3 for seeds in t["seeds"])
+    t = controlled_triplets(2, size=48, seed=3)
+    assert t["anchor"].shape == (2, 3, 48, 48) and t["anchor_mask"].dtype == torch.bool
+    assert torch.equal(t["negative"][:1], controlled_triplets(1, size=48, seed=3)["negative"])  # deterministic
+    for b in range(2):
+        shared, negative = t["classes"][b]
+        per_image = t["distractor_classes"][b]
+        # the shared object is the only class both the anchor and the positive show
+        assert shared != negative and all(len(d) == 2 for d in per_image)
+        assert len({shared, negative, *per_image[0], *per_image[1], *per_image[2]}) == len(CLASSES)
+        assert len(set(t["backgrounds"][b])) == 3
+        for role in ("anchor", "positive", "negative"):
+            obj, dis = t[f"{role}_mask"][b], t[f"{role}_distractors"][b]
+            assert bool(obj.any()) and bool(dis.any()) and not bool((obj & dis).any())
+    # the object is rendered_image's object, pixel for pixel (first draw of the triplet's image rng)
+    rng = np.random.default_rng(3)
+    classes = [CLASSES[i] for i in rng.permutation(len(CLASSES))]
+    rng.choice(len(BACKGROUND_SOURCES), size=3, replace=False)
+    obj = render_image(classes[0], int(rng.integers(2**31 - 1)), (48, 48), n_distractors=0)
+    assert torch.equal(obj.object_mask, t["anchor_mask"][0])
+    m = obj.object_mask
+    assert torch.allclose(imagenet_normalize(obj.image)[:, m], t["anchor"][0][:, m])
+    assert not bool(controlled_triplets(1, size=32, n_distractors=0)["anchor_distractors"].any())
+
+
+def test_pair_maps_and_metrics(gen):
+    model = tiny_model(gen, linear=True, normalize=True, dtype=torch.float32)
+    x = images(gen, 6, 24, 24, dtype=torch.float32)
+    maps, scores = pair_maps(model, x[:2], x[2:4], x[4:])
+    assert set(maps) == set(default_methods()) | {"gradient attention (triplet)"}
+    assert all(m.shape == (2, 2, 24, 24) for m in maps.values()) and all(s.shape == (2,) for s in scores.values())
+    objects = torch.zeros(2, 24, 24, dtype=torch.bool)
+    objects[:, 4:12, 6:18] = True
+    m = maps["SFAM"][:, 0]
+    res = pair_metrics(model, x[:2], x[2:4], m, objects, ~objects, steps=4)
+    top = m.flatten(1).argmax(1)
+    assert torch.equal(res["pointing"], objects.flatten(1)[torch.arange(2), top].double())
+    assert torch.equal(res["on_distractor"], 1 - res["pointing"])
+    from fss_attr.metrics.perturbation import auc
+    assert torch.allclose(res["dauc"], auc(similarity_curves(model, x[:2], x[2:4], m, "deletion", 4)))
+    assert set(res) == {"dauc", "iauc", "pointing", "mass", "on_distractor"}
+
+
+def test_default_model_head_features():
+    model = default_model(pretrained=False)
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    a = model.features(x)
+    assert a.shape == (2, 1280, 2, 3) and float(a.min()) >= 0 and float(a.max()) <= 6  # ReLU6
 
 
 def test_cli_similarity_writes_figure(tmp_path):
@@ -279,5 +355,4 @@ def test_cli_similarity_writes_figure(tmp_path):
     assert main(["similarity", "--size", "64", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "similarity.json").read_text())
     assert (tmp_path / "similarity.png").stat().st_size > 0
-    assert set(report["pointing_game_hits"]) >= {"SFAM", "gradient attention", "spatial decomposition",
-                                                 "Grad-CAM (similarity)"}
+    assert set(report["pointing_game_hits"]) == set(default_methods()) | {"gradient attention (triplet)"}

@@ -1,9 +1,10 @@
 """Explanations of similarity / metric-learning models: SFAM, gradient similarity attention, the spatial
 similarity decomposition (Stylianou et al.) and Grad-CAM on a similarity target, for pairs or all B×B pairs
 of a batch in one call (see :mod:`fss_attr.similarity.explainers`)."""
-from fss_attr.similarity.evaluation import controlled_triplets, similarity_curves
+from fss_attr.similarity.evaluation import controlled_triplets, pair_maps, pair_metrics, similarity_curves
 from fss_attr.similarity.explainers import (METHODS, SFAM, GradCAMSimilarity, GradientAttention,
-                                            SimilarityExplainer, SimilarityExplanation, SpatialDecomposition)
+                                            SimilarityExplainer, SimilarityExplanation, SpatialDecomposition,
+                                            default_methods)
 from fss_attr.similarity.loss import AttentionConsistencyLoss
 from fss_attr.similarity.measures import SIMILARITIES, all_pairs, head_vjp, similarity, similarity_grad
 from fss_attr.similarity.model import EmbeddingModel, default_model
@@ -11,4 +12,4 @@ from fss_attr.similarity.model import EmbeddingModel, default_model
 __all__ = ["EmbeddingModel", "default_model", "SIMILARITIES", "similarity", "all_pairs", "similarity_grad",
            "head_vjp", "SimilarityExplainer", "SimilarityExplanation", "SFAM", "GradientAttention",
            "SpatialDecomposition", "GradCAMSimilarity", "METHODS", "AttentionConsistencyLoss",
-           "similarity_curves", "controlled_triplets"]
+           "default_methods", "similarity_curves", "controlled_triplets", "pair_maps", "pair_metrics"]

@@ -6,26 +6,41 @@ image size, min-max scaling per map to [0, 1] (float32). Notation (see :mod:`fss
 A_l(p) ∈ R^C the feature at position p of the h×w grid, n = h·w, g = mean_p A(p), z = W g + b (W = I, b = 0
 without a linear layer), e = z/‖z‖ (or z without normalisation), s = s(e_l, e_r).
 
-- :class:`SFAM` (Similar Feature Activation Map, Liao et al. 2025), in the form whose map adds up to the
-  score: raw(p) = (Σ_c w_c A_l,c(p) + o)/n, so Σ_p raw(p) = Σ_c w_c g_l,c + o = s exactly. Channel-wise
-  contribution importance scores CIS_c = w_c g_l,c (Σ_c CIS_c + o = s).
+- :class:`SFAM` (Similar Feature Activation Map, Liao et al., arXiv 2506.01636, 2025). What the paper's public
+  pages give (its abstract): channel-wise contribution importance scores (CIS) derived from the similarity of
+  the two embeddings, in a cosine and a Euclidean form, and a map that combines them linearly with the feature
+  map, then relu and normalisation. Its equations were not reachable, so the form below is ours, chosen so
+  that the channel terms add up to the score. Every similarity of the GAP head is written, exactly, as an
+  affine function of the explained image's pooled features, s = Σ_c w_c g_l,c + o, with w and o computed from
+  both embeddings; then CIS_c = w_c g_l,c and Σ_c CIS_c + o = s:
     cosine (and dot of normalised embeddings): v = z_r/(‖z_l‖‖z_r‖), w = Wᵀv, o = b·v;
     dot (unnormalised): v = z_r, w = Wᵀv, o = b·v;
     negative squared Euclidean, normalised embeddings (s = 2 cos − 2): w = 2Wᵀv, o = 2 b·v − 2;
     negative squared Euclidean, unnormalised: d = z_l − z_r, w = −Wᵀd, o = −d·(b − z_r)
-    (the exact decomposition −‖d‖² = −d·mean_p(W A_l(p) + b − z_r) around the partner's embedding).
-  Cosine and dot without a linear layer have o = 0: the CIS alone sum to s (for cosine of GAP features,
-  CIS_c = g_l,c g_r,c/(‖g_l‖‖g_r‖)).
+    (the exact decomposition −‖d‖² = −d·(W g_l + b − z_r) around the partner's embedding).
+  For cosine of GAP features (no linear layer) o = 0 and CIS_c = g_l,c g_r,c/(‖g_l‖‖g_r‖): the per-channel
+  terms sum exactly to the score. With a linear layer and L2 normalisation the terms are over the C feature
+  channels (w = Wᵀv) and sum to s − b·v: exactly s when the layer has no bias; the bias's share o = b·v is
+  no channel's. Maps (``weighting``):
+    "complete" (default): raw(p) = (Σ_c w_c A_l,c(p) + o)/n, so Σ_p raw(p) = s exactly (channel c's terms
+    sum to CIS_c over the positions, the offset is spread uniformly);
+    "cis": raw(p) = Σ_c CIS_c A_l,c(p), the CIS themselves as channel weights (the abstract read
+    literally; channels active in both images weigh most; the map does not add up to s).
+  For cosine and dot the "complete" map equals the row sums of the spatial decomposition below (a tested
+  identity: both are the exact split of the same bilinear form over the explained image's positions).
 - :class:`GradientAttention` (gradient-based similarity attention, Zheng et al.): Grad-CAM weights
   α_c = mean_p ∂s/∂A_l,c(p) and raw(p) = Σ_c α_c A_l,c(p). For the GAP head ∂s/∂A_l(p) = (∂s/∂g_l)/n at every p,
   with ∂s/∂g_l = Wᵀ (∂e/∂z)ᵀ ∂s/∂e_l in closed form (:func:`~fss_attr.similarity.measures.head_vjp`): no
   backward pass. Pair form: the similarity s(e_l, e_r). Triplet form: s_x = wᵀ e_x for x in (anchor,
-  positive, negative) with w = (1 − |e_a − e_p|) ⊙ |e_a − e_n| held constant (not differentiated).
+  positive, negative) with w = (1 − |e_a − e_p|) ⊙ |e_a − e_n| held constant (not differentiated); it does
+  not involve ``similarity``. When the score does not change as g_l is scaled (cosine, or any similarity of
+  L2-normalised embeddings, with no bias in the head) the pair-form raw map sums to zero over the positions
+  (Σ_c g_l,c ∂s/∂g_l,c = 0, a tested property), so relu keeps the part of the image that raises the score.
 - :class:`SpatialDecomposition` (Stylianou et al., WACV 2019): the point-to-point matrix
   P[p, q] = k·(W A_l(p) + b)·(W A_r(q) + b)/n_l n_r, k = 1/(‖z_l‖‖z_r‖) for cosine or normalised embeddings
   (1 for an unnormalised dot product), sums to s; its row sums give the map of l, its column sums the map
-  of r. For a GAP head the row sums equal SFAM's cosine/dot map (a tested identity), computed here
-  literally from the matrix.
+  of r. For a GAP head the row sums equal SFAM's "complete" map for every similarity the decomposition
+  supports (a tested identity); here they are computed literally from the matrix.
 - :class:`GradCAMSimilarity`: Grad-CAM on the similarity target by autograd through the head (any head;
   ``torch.func.vmap`` over all pairs). It is the autograd reference of the pair form of GradientAttention.
 """
@@ -49,11 +64,13 @@ class SimilarityExplanation:
     Attributes:
         maps: [..., H, W] float32 in [0, 1]: relu(raw), upsampled bilinearly, min-max scaled per map.
         raw: [..., h, w] the maps on the feature grid before relu (feature dtype).
-        scores: [...] the explained similarities (triplet form: wᵀe of each image).
+        scores: the explained similarities, float (the feature dtype): [B] for
+            :meth:`SimilarityExplainer.explain` (s(x1[b], x2[b]), both maps of a pair explain it), [B, B] for
+            :meth:`SimilarityExplainer.explain_all_pairs`, [B, 3] for triplets (wᵀe of each image).
 
-    Leading dims: [B, 2] for :meth:`SimilarityExplainer.explain` (image 1 against image 2, image 2 against
-    image 1), [B, B] for :meth:`SimilarityExplainer.explain_all_pairs` (row i, column j: image i against
-    image j), [B, 3] for triplets (anchor, positive, negative).
+    Leading dims of maps and raw: [B, 2] for :meth:`SimilarityExplainer.explain` (image 1 against image 2,
+    image 2 against image 1), [B, B] for :meth:`SimilarityExplainer.explain_all_pairs` (row i, column j:
+    image i against image j), [B, 3] for triplets (anchor, positive, negative).
     """
 
     maps: torch.Tensor
@@ -85,6 +102,12 @@ def _features(model: EmbeddingModel, **named: torch.Tensor) -> list[torch.Tensor
     with torch.no_grad():
         a = model.features(torch.cat(xs))
     return list(a.split(xs[0].shape[0]))
+
+
+def check_chunk(chunk) -> int:
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    return chunk
 
 
 def _weighted_sum(w: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -164,10 +187,24 @@ def _cosine_vector(z_l: torch.Tensor, z_r: torch.Tensor) -> torch.Tensor:
     return torch.broadcast_tensors(z_r / (n_l * n_r), z_l)[0]
 
 
+WEIGHTINGS = ("complete", "cis")
+
+
 class SFAM(SimilarityExplainer):
-    """Similar Feature Activation Map in its exact (complete) form; formulas in the module docstring."""
+    """Similar Feature Activation Map; formulas in the module docstring.
+
+    Args:
+        similarity: "cosine", "dot" or "neg_sq_euclidean".
+        weighting: "complete" (default; the map adds up to the score) or "cis" (the CIS as channel weights).
+    """
 
     name = "sfam"
+
+    def __init__(self, similarity: str = "cosine", weighting: str = "complete"):
+        super().__init__(similarity)
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        self.weighting = weighting
 
     def channel_weights(self, model, g_l, g_r):
         z_l, z_r = model.project(g_l), model.project(g_r)
@@ -185,11 +222,16 @@ class SFAM(SimilarityExplainer):
 
     def channel_scores(self, model: EmbeddingModel, a_l: torch.Tensor, a_r: torch.Tensor,
                        all_pairs: bool = False):
-        """Channel-wise contribution importance scores (CIS [..., C]) and the unattributed offset o [...]:
-        Σ_c CIS_c + o = s."""
+        """Channel-wise contribution importance scores CIS [..., C] and the offset o [...] that no channel
+        carries: Σ_c CIS_c + o = s. Leading dims as in :meth:`raw_maps`."""
         g_l, g_r = _pair_shapes(model.pool(a_l), model.pool(a_r), all_pairs)
         w, o = self.channel_weights(model, g_l, g_r)
         return w * g_l, o
+
+    def raw_maps(self, model, a_l, a_r, all_pairs=False):
+        if self.weighting == "complete":
+            return super().raw_maps(model, a_l, a_r, all_pairs)
+        return _weighted_sum(self.channel_scores(model, a_l, a_r, all_pairs)[0], a_l)
 
 
 class GradientAttention(SimilarityExplainer):
@@ -249,9 +291,7 @@ class SpatialDecomposition(SimilarityExplainer):
 
     def __init__(self, similarity: str = "cosine", chunk: int = 8):
         super().__init__(similarity)
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-            raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-        self.chunk = chunk
+        self.chunk = check_chunk(chunk)
 
     def point_similarity(self, model: EmbeddingModel, a_l: torch.Tensor, a_r: torch.Tensor,
                          all_pairs: bool = False) -> torch.Tensor:
@@ -291,9 +331,7 @@ class GradCAMSimilarity(SimilarityExplainer):
 
     def __init__(self, similarity: str = "cosine", chunk: int = 8):
         super().__init__(similarity)
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-            raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-        self.chunk = chunk
+        self.chunk = check_chunk(chunk)
 
     def raw_maps(self, model, a_l, a_r, all_pairs=False):
         a_l, a_r = a_l.detach(), a_r.detach()
@@ -313,3 +351,11 @@ class GradCAMSimilarity(SimilarityExplainer):
 
 
 METHODS = {cls.name: cls for cls in (SFAM, GradientAttention, SpatialDecomposition, GradCAMSimilarity)}
+
+
+def default_methods(similarity: str = "cosine") -> dict[str, SimilarityExplainer]:
+    """The pair explainers compared in the figure and the benchmarks, by display name."""
+    return {"SFAM": SFAM(similarity), "SFAM (CIS weights)": SFAM(similarity, "cis"),
+            "gradient attention": GradientAttention(similarity),
+            "spatial decomposition": SpatialDecomposition(similarity),
+            "Grad-CAM (similarity)": GradCAMSimilarity(similarity)}

@@ -10,6 +10,10 @@ and re-embedded; with the attended evidence removed, the model should no longer 
 negative, so the loss is
 
     L = mean_b | ‖f*_a − f*_p‖ − ‖f*_a − f*_n‖ |.
+
+The attention is differentiable with respect to the model's parameters (the closed form needs no second
+backward pass), so L trains the model, α and β. Use it beside the model's metric-learning loss: on its own it
+is also minimised by a mask that removes everything (then all f* are equal).
 """
 from __future__ import annotations
 

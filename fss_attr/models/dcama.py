@@ -1,0 +1,207 @@
+"""DCAMA as a matching adapter: Swin-B (384 px, window 12) or ResNet-50 backbone, official parameter names.
+
+``DCAMA("swin_b")`` and ``DCAMA("resnet50")`` build the two architectures of the official code
+(github.com/pawn-sxy/DCAMA) with random weights; :meth:`DCAMA.load_checkpoint` loads an official checkpoint
+(``strict=True``), whose keys carry the ``module.`` prefix of the DataParallel wrapper it was saved from;
+keys without the prefix load too. The committed key lists ``fss_attr/models/keys/dcama_*.txt`` say what
+such a checkpoint holds.
+
+Adapter semantics (design.md §1):
+
+- ``encode`` runs the backbone on the query and all support images, and for every matching level (every
+  backbone block of stride 8, 16, 32: 22 for Swin-B, 13 for ResNet-50) the projections q, k and the
+  attention's coarse mask.
+- ``levels`` exposes level l as ``LevelFeatures(q, k, similarity="dot", scale=1/(h·√d_k))``: the mean over
+  the h = 8 heads of the pre-softmax scores q_h k_hᵀ/√d_k that the attention softmaxes, as one GEMM
+  (Σ_h q_h·k_h = q·k). q and k include the positional encoding and the linear projections (bias included).
+- ``decode(state, ablate_level=l)`` zeroes level l's coarse mask and runs the rest of the model: the logits
+  [B, 2, H, W] of the official ``predict_mask_nshot`` (before its argmax).
+
+N shots as the official n-shot inference: the support keys of all shots are concatenated (M ordered shot,
+row, col; the positional encoding restarts for every shot), the softmax runs over all of them, and the
+skip-connection support features are the maximum over shots. With N = 1 this is the 1-shot forward. (The
+official n-shot code, run with a batch of more than one episode, mixes the support keys of different
+episodes; here every episode uses its own shots, which is what it computes for batch 1.)
+
+Inputs: square images, ImageNet-normalised, H = W = 384 for Swin-B (its window masks are built for its input
+size) and a multiple of 32 for ResNet-50. The module is put in eval mode (the official dropouts are p = 0.5).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from fss_attr.episode import Episode
+from fss_attr.levels import LevelFeatures
+from fss_attr.models import checkpoint
+from fss_attr.models.base import MatchingAdapter
+from fss_attr.models.dcama_blocks import DCAMAHead
+from fss_attr.models.resnet_features import bottleneck_count, bottleneck_features
+from fss_attr.models.swin import SwinTransformer, swin_b_384
+
+BACKBONES = ("swin_b", "resnet50")
+RESNET_CHANNELS = (256, 512, 1024, 2048)
+
+
+def official_keys(backbone: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """{name: (shape, dtype)} of every entry of an official DCAMA checkpoint (names with ``module.``), in order.
+
+    Read from the committed lists ``fss_attr/models/keys/dcama_{backbone}.txt``, derived from the official code.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+    return checkpoint.read_key_list(f"dcama_{backbone}.txt")
+
+
+@dataclass
+class _Level:
+    query: torch.Tensor     # [B, Q, C] projected query tokens
+    support: torch.Tensor   # [B, M, C] projected support tokens, M = (shot, row, col)
+    coarse: torch.Tensor    # [B, 1, h, w] the attention's coarse mask
+    hw: tuple[int, int]
+    stage: int              # attention block: 0, 1, 2 for strides 8, 16, 32
+
+
+@dataclass
+class DCAMAState:
+    """What ``encode`` keeps: the levels and the stride-8 and stride-4 skip features."""
+
+    levels: list[_Level]
+    query_skips: tuple[torch.Tensor, torch.Tensor]     # [B, C, h, w] at strides 8 and 4
+    support_skips: tuple[torch.Tensor, torch.Tensor]   # the same, max over shots
+    n_shots: int
+    image_size: tuple[int, int]
+
+
+class DCAMA(MatchingAdapter):
+    """DCAMA few-shot segmentation model as a :class:`MatchingAdapter` (see the module docstring).
+
+    Args:
+        backbone: "swin_b" (Swin-B, 384 px, window 12), "resnet50" (torchvision ResNet-50), or a module:
+            a :class:`fss_attr.models.swin.SwinTransformer` or a torchvision ``ResNet`` with bottleneck blocks
+            (e.g. for reduced configurations in tests). Weights are random; load a checkpoint to use the model.
+    """
+
+    def __init__(self, backbone: str | nn.Module = "swin_b"):
+        super().__init__()
+        if isinstance(backbone, str):
+            if backbone not in BACKBONES:
+                raise ValueError(f"backbone must be one of {BACKBONES} or a module, got {backbone!r}")
+            backbone = swin_b_384() if backbone == "swin_b" else torchvision.models.resnet50()
+        if isinstance(backbone, SwinTransformer):
+            if len(backbone.depths) != 4:
+                raise ValueError(f"DCAMA needs a 4-stage Swin, got depths {backbone.depths}")
+            channels, stage_blocks = backbone.channels, backbone.depths
+        elif isinstance(backbone, torchvision.models.ResNet) and hasattr(backbone.layer1[0], "conv3"):
+            channels, stage_blocks = RESNET_CHANNELS, bottleneck_count(backbone)
+        else:
+            raise TypeError(f"backbone must be a fss_attr SwinTransformer or a torchvision bottleneck ResNet, "
+                            f"got {type(backbone).__name__}")
+        self.feature_extractor = backbone
+        self.model = DCAMAHead(channels, stage_blocks)
+        self.eval()
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.model.level_stages)
+
+    @property
+    def is_swin(self) -> bool:
+        return isinstance(self.feature_extractor, SwinTransformer)
+
+    # ---- checkpoints -------------------------------------------------------------------------------------
+
+    def load_checkpoint(self, state_or_path: str | os.PathLike | Mapping[str, torch.Tensor], strict: bool = True,
+                        assign: bool = False) -> "DCAMA":
+        """Load an official DCAMA checkpoint (path or state dict, keys with or without ``module.``); returns self.
+
+        ``assign=True`` (torch's flag) takes the checkpoint's tensors as the parameters: with a model built under
+        ``torch.device("meta")`` that loads without allocating random weights first. See
+        :func:`fss_attr.models.checkpoint.load_official`.
+        """
+        checkpoint.load_official(self, state_or_path, strict, assign)
+        return self
+
+    @classmethod
+    def from_checkpoint(cls, state_or_path: str | os.PathLike | Mapping[str, torch.Tensor],
+                        backbone: str = "swin_b") -> "DCAMA":
+        """Build the architecture on the meta device and take the checkpoint's tensors as its weights."""
+        with torch.device("meta"):
+            model = cls(backbone)
+        return model.load_checkpoint(state_or_path, strict=True, assign=True).eval()
+
+    # ---- the adapter ---------------------------------------------------------------------------------------
+
+    def block_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every backbone block's output [K, C, h, w] in network order (ResNet: before the block's last ReLU)."""
+        if self.is_swin:
+            return self.feature_extractor.block_features(images)
+        return bottleneck_features(self.feature_extractor, images)
+
+    def encode(self, episode: Episode) -> DCAMAState:
+        self._check_episode(episode)
+        b, n = episode.batch_size, episode.n_shots
+        feats = self.block_features(torch.cat([episode.query, episode.support_images.flatten(0, 1)]))
+        n4, n8 = self.model.stage_blocks[:2]
+        masks = episode.support_masks.flatten(0, 1)[:, None].to(episode.query.dtype)       # [B·N, 1, H, W]
+        levels = []
+        for f, stage in zip(feats[n4:], self.model.level_stages):
+            c, h, w = f.shape[1:]
+            query = f[:b].flatten(2).transpose(1, 2)                                        # [B, Q, C]
+            support = f[b:].reshape(b, n, c, h * w).transpose(2, 3)                         # [B, N, hw, C]
+            q, k = self.model.project(stage, query, support)
+            m = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=True).view(b, n * h * w)
+            coarse = self.model.DCAMA_blocks[stage](q, k, m, (h, w), (h, w)).view(b, 1, h, w)
+            levels.append(_Level(q, k, coarse, (h, w), stage))
+
+        def skip(i):
+            f = feats[i]
+            return f[:b], f[b:].view(b, n, *f.shape[1:]).amax(dim=1)
+
+        (q8, s8), (q4, s4) = skip(n4 + n8 - 1), skip(n4 - 1)
+        return DCAMAState(levels, (q8, q4), (s8, s4), n, episode.image_size)
+
+    def levels(self, state: DCAMAState) -> list[LevelFeatures]:
+        out = []
+        for lv in state.levels:
+            block = self.model.DCAMA_blocks[lv.stage]
+            out.append(LevelFeatures(lv.query, lv.support, lv.hw, lv.hw, state.n_shots, "dot",
+                                     block.score_scale / block.heads))
+        return out
+
+    def decode(self, state: DCAMAState, ablate_level: int | None = None) -> torch.Tensor:
+        coarse = [lv.coarse for lv in state.levels]
+        if ablate_level is not None:
+            if isinstance(ablate_level, bool) or not isinstance(ablate_level, int) or \
+                    not 0 <= ablate_level < len(coarse):
+                raise ValueError(f"ablate_level must be None or an int in [0, {len(coarse)}), got {ablate_level!r}")
+            coarse[ablate_level] = torch.zeros_like(coarse[ablate_level])
+        logits = self.model.fuse(coarse, state.query_skips, state.support_skips)
+        if tuple(logits.shape[-2:]) != tuple(state.image_size):
+            logits = F.interpolate(logits, size=state.image_size, mode="bilinear", align_corners=True)
+        return logits
+
+    def _check_episode(self, episode):
+        if not isinstance(episode, Episode):
+            raise TypeError(f"episode must be a fss_attr.episode.Episode, got {type(episode).__name__}")
+        h, w = episode.image_size
+        if h != w:
+            raise ValueError(f"DCAMA takes square images (its decoder upsamples square grids), got {h}×{w}")
+        if self.is_swin and h != self.feature_extractor.img_size:
+            side = self.feature_extractor.img_size
+            raise ValueError(f"DCAMA with this Swin takes {side}×{side} images, got {h}×{w}")
+        if not self.is_swin and h % 32:
+            raise ValueError(f"DCAMA with a ResNet takes square images whose side is a multiple of 32, got {h}×{w}")
+        p = next(self.parameters())
+        if episode.query.dtype != p.dtype or episode.device != p.device:
+            raise TypeError(f"the episode is {episode.query.dtype} on {episode.device}, the model is {p.dtype} on "
+                            f"{p.device}: move one to the other")
+
+
+__all__ = ["DCAMA", "DCAMAState", "BACKBONES", "official_keys"]

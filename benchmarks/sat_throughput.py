@@ -1,13 +1,14 @@
 """Throughput of Segment Attribution Table rows: N synthetic saliency maps (default 10,000 of 384×384) with S
 named segments each (default 20), streamed in batches through the batched reduction and the dataset aggregate.
 
-Segments come as label maps ([B, H, W] uint8, one bincount per batch) and as overlapping binary masks
-([B, S, H, W] bool, one batched matrix product per batch). Inputs are drawn once into a pool of ``--pool`` maps
-(blocky random segments, smooth random saliency) and cycled, so the timing measures the SAT, not the random
-number generator; every batch is a fresh call (normalisation, reduction, aggregation), and nothing but the
-aggregate is kept across batches.
+Segments come as label maps ([B, H, W] uint8, bincounts) and as overlapping binary masks ([B, S, H, W] bool,
+matrix products); see :mod:`fss_attr.sat.reduce` for how each runs on CPU and GPU. Inputs are drawn once into a
+pool of ``--pool`` maps (blocky random segments, smooth random saliency; 64 maps with their masks take ~240 MB,
+well beyond the caches) and cycled, so the timing measures the SAT, not the random number generator; every batch
+is a fresh call (normalisation, reduction, aggregation into the dataset table), and nothing but the aggregate is
+kept across batches. Prints one table row per segment form.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/sat_throughput.py [--n 10000] [--device cpu]
+    PYTHONPATH=. .venv/bin/python benchmarks/sat_throughput.py [--n 10000] [--threads 1] [--device cpu]
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fss_attr.sat import SATAccumulator, label_stats, mask_stats
+from fss_attr.sat import SATAccumulator, label_stats, mask_stats, plain_table
 
 
 def synthetic_pool(pool: int, size: int, segments: int, device, seed: int = 0):
@@ -65,22 +66,27 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=20, help="segments per image (default 20)")
     ap.add_argument("--batch", type=int, default=32, help="maps per batch (default 32)")
     ap.add_argument("--pool", type=int, default=64, help="distinct synthetic maps cycled (default 64)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--kinds", default="labels,masks", help="comma list of labels, masks")
     args = ap.parse_args()
     if args.pool % args.batch:
         ap.error("--pool must be a multiple of --batch")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     pool = synthetic_pool(args.pool, args.size, args.segments, device)
     names = [f"segment{k:02d}" for k in range(args.segments)]
     classes = [f"class{k}" for k in range(10)]
-    print(f"device {device}, threads {torch.get_num_threads()}, {args.n} maps {args.size}x{args.size}, "
-          f"{args.segments} segments, batch {args.batch}")
+    table = []
     for kind in args.kinds.split(","):
         run(kind, min(args.n, 2 * args.batch), args.batch, pool, names, classes, device)     # warm-up
         elapsed = run(kind, args.n, args.batch, pool, names, classes, device)
-        print(f"{kind:>6}: {args.n / elapsed:9.1f} maps/s  ({elapsed:.2f} s, "
-              f"{args.n * args.size * args.size / elapsed / 1e6:.0f} Mpixel/s)")
+        table.append({"segments as": kind, "device": str(device), "threads": torch.get_num_threads(),
+                      "maps": args.n, "size": f"{args.size}x{args.size}", "segments": args.segments,
+                      "batch": args.batch, "seconds": round(elapsed, 2), "maps/s": round(args.n / elapsed, 1),
+                      "Mpixel/s": round(args.n * args.size * args.size / elapsed / 1e6, 1)})
+    print(plain_table(table, digits=2), end="")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ chart of segment reliance, and a class × segment heat map."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -33,39 +34,51 @@ def _pyplot():
     return plt
 
 
-def plot_reliance_bars(summary: Sequence[dict], path: str | Path, value: str = "mean_share", title: str = "") -> Path:
-    """Grouped bars: one group per class, one bar per segment, height ``value`` (default the mean share of
-    saliency), error bars the matching std column when there is one."""
-    classes, segments, grid = _grid(summary, value)
-    err = None
-    if value.startswith("mean_"):
-        err = np.nan_to_num(_grid(summary, "std_" + value[5:])[2])
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(classes) * max(1, len(segments)) / 2), 3.6))
-    width = 0.8 / max(1, len(segments))
-    x = np.arange(len(classes))
-    for j, seg in enumerate(segments):
-        ax.bar(x + (j - (len(segments) - 1) / 2) * width, np.nan_to_num(grid[:, j]), width,
-               yerr=None if err is None else err[:, j], capsize=2, label=seg)
-    ax.set_xticks(x, [str(c) for c in classes], rotation=30 if len(classes) > 6 else 0)
-    ax.set_ylabel(value.replace("_", " "))
-    ax.set_title(title or f"segment reliance per class ({value})")
-    ax.legend(fontsize=8, ncol=min(4, len(segments)))
+def _finish(fig, ax, title: str, width_in: float, path) -> Path:
+    ax.set_title(textwrap.fill(title, max(30, int(width_in * 11))), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
+    plt = _pyplot()
     plt.close(fig)
     return path
 
 
+def plot_reliance_bars(summary: Sequence[dict], path: str | Path, value: str = "mean_share", title: str = "") -> Path:
+    """Grouped bars: one group per class, one bar per segment, height ``value`` (default the mean share of
+    saliency), error bars the matching std column when there is one; a segment never present in a class has
+    no bar."""
+    classes, segments, grid = _grid(summary, value)
+    err = _grid(summary, "std_" + value[5:])[2] if value.startswith("mean_") else None
+    plt = _pyplot()
+    width_in = min(16.0, max(5.0, 0.35 * len(classes) * (len(segments) + 1)))
+    fig, ax = plt.subplots(figsize=(width_in, 3.8))
+    width = 0.8 / max(1, len(segments))
+    x = np.arange(len(classes))
+    for j, seg in enumerate(segments):
+        ok = np.isfinite(grid[:, j])
+        yerr = None if err is None else np.where(np.isfinite(err[ok, j]), err[ok, j], 0.0)
+        ax.bar(x[ok] + (j - (len(segments) - 1) / 2) * width, grid[ok, j], width, yerr=yerr, capsize=2,
+               label=seg, color=f"C{j % 10}")
+    ax.set_xticks(x, [str(c) for c in classes], rotation=30 if len(classes) > 6 else 0,
+                  ha="right" if len(classes) > 6 else "center")
+    ax.set_ylabel(value.replace("_", " "))
+    ax.legend(fontsize=8, ncol=min(4, len(segments)))
+    return _finish(fig, ax, title or f"segment reliance per class ({value})", width_in, path)
+
+
 def plot_heatmap(summary: Sequence[dict], path: str | Path, value: str = "mean_share", title: str = "") -> Path:
-    """Class × segment heat map of ``value``, each cell annotated (blank where NaN)."""
+    """Class × segment heat map of ``value``, each cell annotated (blank where NaN: the segment never occurs in
+    the class)."""
     classes, segments, grid = _grid(summary, value)
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(segments), 1.0 + 0.5 * len(classes)))
+    label_in = 0.075 * max(len(str(c)) for c in classes)          # room for the class names
+    rotate = len(segments) > 4 or max(len(s) for s in segments) > 8
+    width_in = min(16.0, max(5.0, 1.6 + label_in + 0.9 * len(segments)))
+    height_in = min(16.0, 1.6 + 0.45 * len(classes) + (0.06 * max(len(s) for s in segments) if rotate else 0))
+    fig, ax = plt.subplots(figsize=(width_in, height_in))
     im = ax.imshow(grid, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(segments)), segments, rotation=45 if len(segments) > 4 else 0, ha="right"
-                  if len(segments) > 4 else "center")
+    ax.set_xticks(range(len(segments)), segments, rotation=45 if rotate else 0, ha="right" if rotate else "center")
     ax.set_yticks(range(len(classes)), [str(c) for c in classes])
     finite = grid[np.isfinite(grid)]
     mid = (finite.max() + finite.min()) / 2 if finite.size else 0.0
@@ -77,9 +90,4 @@ def plot_heatmap(summary: Sequence[dict], path: str | Path, value: str = "mean_s
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
                             color="black" if v > mid else "white")
     fig.colorbar(im, ax=ax, label=value.replace("_", " "))
-    ax.set_title(title or f"class × segment ({value})")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, title or f"class × segment ({value})", width_in, path)

@@ -44,7 +44,8 @@ class _Moments:
             setattr(self, k, new)
 
     def add(self, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, present: torch.Tensor) -> None:
-        """values [B, S'] (cells where ``present`` is False ignored) of images of class rows [B] into columns cols [S']."""
+        """Merge values [B, S'] of images of classes ``rows`` [B] into columns ``cols`` [S'] (cells where
+        ``present`` [B, S'] is False are ignored)."""
         c = self.n.shape[0]
         w = present.to(_F64)
         v = torch.where(present, values.to(_F64), torch.zeros_like(w))
@@ -140,7 +141,8 @@ class SATAccumulator:
                 for i, cls in enumerate(self.classes) for j, seg in enumerate(self.segments)]
 
 
-def write_csv(rows: Iterable[dict], path: str | Path, columns: Sequence[str] | None = None, append: bool = False) -> Path:
+def write_csv(rows: Iterable[dict], path: str | Path, columns: Sequence[str] | None = None,
+              append: bool = False) -> Path:
     """Write dict rows to CSV (header unless appending to a non-empty file); floats with repr precision."""
     rows = list(rows)
     path = Path(path)

@@ -35,10 +35,17 @@ def test_scores_dtypes(dtype, gen):
     assert rel_err(got, want) < (1e-12 if dtype == torch.float64 else 1e-5)
 
 
+def _plus_minus_one(*shape, gen):
+    """±1 features: every dot product and cosine is exact in float32, so float32 and float64 keep the same top-k
+    sets (random features would put float32 rounding next to top-k thresholds in some of 2304 rows)."""
+    return torch.randint(0, 2, shape, generator=gen).float().mul_(2).sub_(1)
+
+
 @pytest.mark.parametrize("similarity,relu,top_k", [("dot", False, 0), ("cosine", True, 0), ("cosine", False, 50)])
 def test_features_large(similarity, relu, top_k, gen):
-    q = torch.randn(1, 2304, 256, generator=gen).cuda()
-    k = torch.randn(1, 11520, 256, generator=gen).cuda()
+    make = _plus_minus_one if top_k else lambda *shape, gen: torch.randn(*shape, generator=gen)
+    q = make(1, 2304, 256, gen=gen).cuda()
+    k = make(1, 11520, 256, gen=gen).cuda()
     w = torch.rand(1, 2, 2304, generator=gen).cuda()
     got = torch.ops.fss_attr.backproject_features(q, k, w, similarity, 0.0625, relu, True, top_k)
     want = torch_ops.backproject_features(q.double(), k.double(), w.double(), similarity, 0.0625, relu, True, top_k)
@@ -59,7 +66,7 @@ def test_dcama_like_explanation_cuda_equals_cpu():
 ONEPASS_MAX_M = 512 * 24  # csrc/cuda/scores_onepass.cuh: kOnePassThreads * kMaxValuesPerThread
 
 
-@pytest.mark.parametrize("q,m", [(1, 1), (3, 511), (700, 512), (5, 513), (64, 1025), (300, 4000),
+@pytest.mark.parametrize("q,m", [(1, 1), (3, 511), (700, 512), (5, 513), (64, 1025), (300, 4000), (50, 6000),
                                  (40, ONEPASS_MAX_M), (40, ONEPASS_MAX_M + 1)])
 @pytest.mark.parametrize("softmax,top_k", [(True, 0), (False, 0), (True, 1), (True, 37), (False, 5)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -101,3 +108,15 @@ def test_features_flash_equals_cpu_kernel(gen):
     got = torch.ops.fss_attr.backproject_features(qf.cuda(), kf.cuda(), w.cuda(), "cosine", 10.0, True, True, 0)
     want = torch.ops.fss_attr.backproject_features(qf, kf, w, "cosine", 10.0, True, True, 0)
     assert rel_err(got, want) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_features_blocked_top_k(dtype, gen):
+    """Top-k (and float64) take the blocked path; small integer features make every score exact."""
+    qf = torch.randint(-2, 3, (2, 130, 40), generator=gen).to(dtype)
+    kf = torch.randint(-2, 3, (2, 700, 40), generator=gen).to(dtype)
+    w = torch.rand(2, 2, 130, generator=gen, dtype=torch_ops.acc_dtype(dtype))
+    for softmax in (True, False):
+        got = torch.ops.fss_attr.backproject_features(qf.cuda(), kf.cuda(), w.cuda(), "dot", 0.25, True, softmax, 9)
+        want = torch_ops.backproject_features(qf.double(), kf.double(), w.double(), "dot", 0.25, True, softmax, 9)
+        assert rel_err(got, want) < (1e-12 if dtype == torch.float64 else 1e-5)

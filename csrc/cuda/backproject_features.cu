@@ -2,8 +2,9 @@
 //   version 2 (flash_features.cuh): the scores are never stored; float32 features on FMA, float16/bfloat16
 //     on tensor cores; used without top-k for float32, float16 and bfloat16.
 //   version 1 (below): blocks of query rows, each block's scores [rows, M] from one cuBLAS product (float32 stays
-//     float32: no TF32), then the row kernels of row_kernels.cuh; used for top-k and float64. Memory: the block
-//     (<= 256 MB).
+//     float32 unless the user switched TF32 matrix products on: then it warns), then the row kernels of
+//     row_kernels.cuh; used for top-k and float64. Memory: the block (2^26 scores: 256 MB in float32, 512 MB in
+//     float64).
 #include <torch/library.h>
 
 #include <string>
@@ -57,6 +58,10 @@ void features_blocked(const at::Tensor& query, const at::Tensor& support, const 
                       double scale, bool relu, bool softmax, int64_t top_k, at::Tensor& out) {
   const int64_t b = query.size(0), q = query.size(1), m = support.size(1);
   const auto acc = out.scalar_type();
+  if (acc == at::kFloat && at::globalContext().allowTF32CuBLAS()) {
+    TORCH_WARN_ONCE("fss_attr: TF32 matrix products are enabled (torch.backends.cuda.matmul.allow_tf32); the top-k "
+                    "path of backproject_features uses them, so its float32 scores carry ~1e-3 relative error");
+  }
   at::Tensor qf = query.to(acc), kf = support.to(acc);
   if (cosine) {
     qf = normalize_last(qf);

@@ -46,7 +46,9 @@ at::Tensor backproject_scores_cuda(const at::Tensor& scores, const at::Tensor& w
   const c10::cuda::CUDAGuard guard(scores.device());
   at::Tensor out = at::zeros({b, 2, m}, scores.options().dtype(acc));
   if (b == 0 || q == 0 || m == 0) return out;
-  at::Tensor stats = at::empty({3 * std::min(q, kMaxRowsPerLaunch)}, out.options());
+  at::Tensor stats = cuda::onepass_supports(scores.scalar_type(), m)
+                         ? at::empty({0}, out.options())
+                         : at::empty({3 * std::min(q, kMaxRowsPerLaunch)}, out.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "backproject_scores_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     for (int64_t bi = 0; bi < b; ++bi) {

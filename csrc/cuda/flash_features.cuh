@@ -217,7 +217,9 @@ __global__ void __launch_bounds__(kThreads) row_stats_pass(const in_t* __restric
   }
 }
 
-// row_max[r], row_inv_sum[r] from the splits' partials [splits, q].
+// row_max[r], row_inv_sum[r] from the splits' partials [splits, q]. (A template only so that the header can be
+// included by several translation units.)
+template <int = 0>
 __global__ void combine_row_stats(const float* __restrict__ part_m, const float* __restrict__ part_z, int64_t q,
                                   int64_t splits, float* __restrict__ row_max, float* __restrict__ row_inv_sum) {
   const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -292,11 +294,16 @@ __global__ void __launch_bounds__(kThreads) column_pass(const in_t* __restrict__
   }
 }
 
-// Whether version 2 runs these features on this device.
+// Whether version 2 runs these features here: float32 always; float16/bfloat16 when the loaded kernel image
+// holds the tensor-core code (built for compute capability >= 8.0; a PTX image of an older target would trap).
 inline bool flash_supports(at::ScalarType dtype, int64_t top_k, int64_t m) {
   if (top_k > 0 && top_k < m) return false;
   if (dtype == at::kFloat) return true;
-  if (dtype == at::kHalf || dtype == at::kBFloat16) return at::cuda::getCurrentDeviceProperties()->major >= 8;
+  if (dtype == at::kHalf || dtype == at::kBFloat16) {
+    cudaFuncAttributes attributes;
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attributes, row_stats_pass<__half>));
+    return attributes.ptxVersion >= 80 && attributes.binaryVersion >= 80;
+  }
   return false;
 }
 
@@ -337,7 +344,7 @@ void accumulate(const in_t* q, const in_t* k, const Problem& p, bool softmax, co
     row_stats_pass<in_t><<<dim3(unsigned(row_tiles), unsigned(splits)), kThreads, 0, stream>>>(q, k, p, per_split,
                                                                                                part_m, part_z);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    combine_row_stats<<<unsigned((p.q + 255) / 256), 256, 0, stream>>>(part_m, part_z, p.q, splits, row_max,
+    combine_row_stats<><<<unsigned((p.q + 255) / 256), 256, 0, stream>>>(part_m, part_z, p.q, splits, row_max,
                                                                        row_inv);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }

@@ -164,9 +164,12 @@ inline bool onepass_supports(at::ScalarType dtype, int64_t m) {
 template <typename scalar_t, int VPT>
 void launch_onepass(const scalar_t* scores, int64_t q, int64_t m, bool softmax, int64_t top_k, const float* w0,
                     const float* w1, float* out0, float* out1) {
-  int per_sm = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, scores_onepass_kernel<scalar_t, VPT>,
-                                                               kOnePassThreads, 0));
+  static const int per_sm = [] {
+    int blocks = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, scores_onepass_kernel<scalar_t, VPT>,
+                                                                 kOnePassThreads, 0));
+    return blocks;
+  }();
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(q, int64_t(std::max(per_sm, 1)) * sms));
   scores_onepass_kernel<scalar_t, VPT><<<static_cast<unsigned>(blocks), kOnePassThreads, 0,

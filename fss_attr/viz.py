@@ -11,7 +11,27 @@ from fss_attr.backbones import imagenet_denormalize
 from fss_attr.episode import Episode
 
 
-def _rgb(x: torch.Tensor):
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100, tight: bool = True) -> Path:
+    """Save a matplotlib figure as PNG (creating the folder), close it, and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None)
+    pyplot().close(fig)
+    return path
+
+
+def display_rgb(x: torch.Tensor):
+    """[3, H, W] ImageNet-normalised image -> [H, W, 3] float RGB in [0, 1] (numpy), for imshow."""
     return imagenet_denormalize(x.detach().float().cpu()).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
@@ -24,17 +44,14 @@ def plot_explanations(episode: Episode, explanations: Mapping[str, object], path
     (shaded); the next N columns show each support with its mask (white) and, when the episode has it, the
     known evidence (yellow dashed), under the attribution (inferno, 0–1).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if not explanations:
         raise ValueError("explanations must hold at least one named explanation")
     n = episode.n_shots
     rows = len(explanations)
     fig, axes = plt.subplots(rows, n + 1, figsize=(2.4 * (n + 1), 2.5 * rows), squeeze=False)
-    query = _rgb(episode.query[index])
+    query = display_rgb(episode.query[index])
     for r, (name, ex) in enumerate(explanations.items()):
         ax = axes[r, 0]
         ax.imshow(query)
@@ -51,7 +68,7 @@ def plot_explanations(episode: Episode, explanations: Mapping[str, object], path
         maps = ex.maps[index].detach().float().cpu()
         for s in range(n):
             ax = axes[r, s + 1]
-            ax.imshow(_rgb(episode.support_images[index, s]))
+            ax.imshow(display_rgb(episode.support_images[index, s]))
             im = ax.imshow(maps[s].numpy(), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
             ax.contour(episode.support_masks[index, s].cpu().numpy().astype(float), levels=[0.5], colors="white",
                        linewidths=1.0)
@@ -65,8 +82,4 @@ def plot_explanations(episode: Episode, explanations: Mapping[str, object], path
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="attribution")
     if title:
         fig.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -23,7 +23,8 @@ CLASS_SOURCES = {
 BACKGROUND_SOURCES = ("camera", "moon", "hubble_deep_field", "immunohistochemistry", "retina", "page", "text")
 
 
-def _as_rgb_float(img: np.ndarray, tint=None) -> np.ndarray:
+def as_rgb_float(img: np.ndarray, tint=None) -> np.ndarray:
+    """A photo (uint8 or float, grey or RGB(A)) -> [H, W, 3] float32 RGB in [0, 1], times ``tint`` (3 factors) if given."""
     img = img.astype(np.float32)
     if img.max() > 1.0:
         img = img / 255.0
@@ -46,7 +47,7 @@ def class_texture(name: str) -> np.ndarray:
     img = getattr(skimage.data, source)()
     h, w = img.shape[:2]
     img = img[int(t * h): int(b * h), int(l * w): int(r * w)]
-    return _as_rgb_float(img, tint)
+    return as_rgb_float(img, tint)
 
 
 @lru_cache(maxsize=None)
@@ -56,7 +57,7 @@ def background(name: str) -> np.ndarray:
 
     if name not in BACKGROUND_SOURCES:
         raise ValueError(f"unknown background {name!r}; backgrounds: {BACKGROUND_SOURCES}")
-    return 0.8 * _as_rgb_float(getattr(skimage.data, name)())
+    return 0.8 * as_rgb_float(getattr(skimage.data, name)())
 
 
 def random_crop(img: np.ndarray, size: tuple[int, int], rng: np.random.Generator,

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from fss_attr.sat.table import SUMMARY_COLUMNS
+from fss_attr.viz import pyplot, save_figure
 
 
 def _grid(summary: Sequence[dict], value: str):
@@ -25,23 +26,10 @@ def _grid(summary: Sequence[dict], value: str):
     return classes, segments, grid
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _finish(fig, ax, title: str, width_in: float, path) -> Path:
     ax.set_title(textwrap.fill(title, max(30, int(width_in * 11))), fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt = _pyplot()
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, tight=False)
 
 
 def plot_reliance_bars(summary: Sequence[dict], path: str | Path, value: str = "mean_share", title: str = "") -> Path:
@@ -50,7 +38,7 @@ def plot_reliance_bars(summary: Sequence[dict], path: str | Path, value: str = "
     no bar."""
     classes, segments, grid = _grid(summary, value)
     err = _grid(summary, "std_" + value[5:])[2] if value.startswith("mean_") else None
-    plt = _pyplot()
+    plt = pyplot()
     width_in = min(16.0, max(5.0, 0.35 * len(classes) * (len(segments) + 1)))
     fig, ax = plt.subplots(figsize=(width_in, 3.8))
     width = 0.8 / max(1, len(segments))
@@ -71,7 +59,7 @@ def plot_heatmap(summary: Sequence[dict], path: str | Path, value: str = "mean_s
     """Class × segment heat map of ``value``, each cell annotated (blank where NaN: the segment never occurs in
     the class)."""
     classes, segments, grid = _grid(summary, value)
-    plt = _pyplot()
+    plt = pyplot()
     label_in = 0.075 * max(len(str(c)) for c in classes)          # room for the class names
     rotate = len(segments) > 4 or max(len(s) for s in segments) > 8
     width_in = min(16.0, max(5.0, 1.6 + label_in + 0.9 * len(segments)))

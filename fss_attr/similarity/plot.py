@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from fss_attr.viz import _rgb
+from fss_attr.viz import display_rgb, pyplot, save_figure
 
 
 def plot_pair(x1: torch.Tensor, x2: torch.Tensor, maps: Mapping[str, torch.Tensor], path: str | Path,
@@ -23,10 +23,7 @@ def plot_pair(x1: torch.Tensor, x2: torch.Tensor, maps: Mapping[str, torch.Tenso
         masks: optional pair of [H, W] bool masks (the shared object), drawn as white outlines.
         title: optional figure title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if not maps:
         raise ValueError("maps must hold at least one named pair of maps")
@@ -36,7 +33,7 @@ def plot_pair(x1: torch.Tensor, x2: torch.Tensor, maps: Mapping[str, torch.Tenso
     cols = len(maps) + 1
     fig, axes = plt.subplots(2, cols, figsize=(2.0 * cols + 0.6, 4.6), squeeze=False, layout="constrained")
     for r, image in enumerate((x1, x2)):
-        rgb = _rgb(image)
+        rgb = display_rgb(image)
         panels = [("image", None)] + list(maps.items())
         for c, (name, m) in enumerate(panels):
             ax = axes[r, c]
@@ -54,8 +51,4 @@ def plot_pair(x1: torch.Tensor, x2: torch.Tensor, maps: Mapping[str, torch.Tenso
     fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.8, label="map")
     if title:
         fig.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight=False)

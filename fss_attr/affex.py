@@ -145,9 +145,12 @@ class AffinityExplainer:
             return literal_support_attribution(lv.scores.to(acc_dtype(lv.scores.dtype)), lv.query_hw, region,
                                                self.softmax, self.top_k)
         acc = acc_dtype(level.query.dtype if isinstance(level, LevelFeatures) else level.scores.dtype)
-        weights = (row_weights(region, level.query_hw, torch.float64) if weights_cache is None else
-                   weights_cache.setdefault(level.query_hw, row_weights(region, level.query_hw, torch.float64)))
-        weights = weights.to(acc)
+        key = (level.query_hw, acc)
+        weights = None if weights_cache is None else weights_cache.get(key)
+        if weights is None:
+            weights = row_weights(region, level.query_hw, torch.float64).to(acc)
+            if weights_cache is not None:
+                weights_cache[key] = weights
         if isinstance(level, LevelFeatures):
             cols = ops.backproject_features(level.query, level.support, weights, level.similarity, float(level.scale),
                                             level.relu, self.softmax, self.top_k, backend=backend, check_finite=False)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fss_attr.datasets import load_episode_list, load_episodes, open_source, sample_episodes, save_episode_list
+from fss_attr.datasets import load_episode_list, load_episodes, open_source, sample_episodes
 from fss_attr.datasets import coco as coco_mod
 from fss_attr.datasets import pascal as pascal_mod
 
@@ -20,7 +20,8 @@ def pascal_root(tmp_path):
     for i in range(8):
         image_id = f"2007_{i:06d}"
         ids.append(image_id)
-        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "JPEGImages" / f"{image_id}.jpg")
+        rgb = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(tmp_path / "JPEGImages" / f"{image_id}.jpg")
         label = np.zeros((40, 50), dtype=np.uint8)
         label[5:20, 5:25] = 1 + (i % 3)          # classes 1, 2, 3 (fold 0)
         label[25:35, 30:45] = 7 if i % 2 else 0  # class 7 (fold 1) in odd images
@@ -120,3 +121,14 @@ def test_coco_pairs_masks_and_episodes(coco_root):
     eps = list(load_episodes("coco", coco_root, 0, n=3, shots=1, size=(24, 24)))
     assert len(eps) == 3 and eps[0].meta["dataset"] == "coco"
     assert open_source("coco", coco_root, fold=1).image_class_pairs() == []
+
+
+def test_a_replayed_episode_list_must_fit_the_request(pascal_root, tmp_path):
+    csv_path = tmp_path / "episodes.csv"
+    list(load_episodes("pascal", pascal_root, 0, n=3, shots=1, size=(16, 16), episode_list=csv_path))
+    assert len(load_episode_list(csv_path)) == 3
+    assert len(list(load_episodes("pascal", pascal_root, 0, n=2, shots=1, size=(16, 16), episode_list=csv_path))) == 2
+    with pytest.raises(ValueError, match="holds 3 episodes, fewer than n=4"):
+        load_episodes("pascal", pascal_root, 0, n=4, shots=1, episode_list=csv_path)
+    with pytest.raises(ValueError, match=r"\[1\] supports, expected shots=2"):
+        load_episodes("pascal", pascal_root, 0, n=3, shots=2, episode_list=csv_path)

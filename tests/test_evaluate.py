@@ -7,9 +7,10 @@ import torch
 
 from fss_attr.baselines import make_explainer
 from fss_attr.cli import main
-from fss_attr.commands.evaluate import run_evaluation
+from fss_attr.commands.evaluate import load_model, run_evaluation
 from fss_attr.metrics import evaluate
 from fss_attr.metrics.report import markdown_table, summarise
+from tests.test_metrics_batched import CountingModel
 from tests.test_metrics_models import ConvMatcher, blob_episode
 
 METRICS = ("miou", "iauc", "dauc", "diff", "iauc@1%", "miouloss@1%", "miouloss@5%", "image_iauc", "infidelity_norm")
@@ -22,8 +23,11 @@ def test_run_evaluation_writes_what_the_metrics_give(gen, tmp_path):
     model = ConvMatcher().double()
     names = ("affex-masked", "saliency", "random")
     explainers = {n: make_explainer(n, **({"backend": "torch"} if n.startswith("affex") else {})) for n in names}
+    metric_model = CountingModel(model)
     summary = run_evaluation(model, iter(episodes), explainers, METRICS, tmp_path, n_episodes=3, steps=10,
-                             infidelity_perturbations=2, progress=False, config={"model": "ConvMatcher"})
+                             infidelity_perturbations=2, progress=False, config={"model": "ConvMatcher"},
+                             metric_adapter=metric_model)
+    assert metric_model.seen > 0      # the metrics ran on metric_adapter
     with open(tmp_path / "episodes.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 9 and {r["explainer"] for r in rows} == set(names)
@@ -66,3 +70,10 @@ def test_command_line_rejects_bad_names(capsys):
     assert "unknown explainer 'gradcam'" in capsys.readouterr().err
     assert main(["evaluate", "--metrics", "iauc,nope"]) == 2
     assert "unknown metric 'nope'" in capsys.readouterr().err
+
+
+def test_the_compiled_model_shares_the_eager_weights():
+    """--compile: the metrics' model wraps the same backbone module (compiling happens on its first call)."""
+    model, fast = load_model("cpu", compile_backbone=True)
+    assert fast is not model and fast.backbone._orig_mod is model.backbone
+    assert fast.temperature == model.temperature and fast.n_levels == model.n_levels

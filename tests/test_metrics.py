@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fss_attr.affex import resolve_region
-from fss_attr.metrics import (auc, evaluate, foreground_confidence, foreground_iou, iauc_at, iauc_dauc,
-                              image_insertion_deletion, image_ranks, infidelity, make_state, miou_loss, moved_count,
-                              pixel_ranks, pointing_game, relevance_mass)
+from fss_attr.metrics import (auc, evaluate, evaluate_states, foreground_confidence, foreground_iou, foreground_logit,
+                              iauc_at, iauc_dauc, image_insertion_deletion, image_ranks, infidelity, make_state,
+                              miou_loss, moved_count, pixel_ranks, pointing_game, relevance_mass)
 from fss_attr.metrics.perturbation import ORIGINAL, SUBSTRATE
 from tests.test_metrics_models import ConvMatcher, LinearAdapter, blob_episode
 
@@ -75,7 +75,8 @@ def literal_pixel_curve(model, ep, attr, mode, steps, fraction, first, score, re
             k = literal_k(t, steps, fraction, len(order))
             im, m = literal_state(ep.support_images[e], ep.support_masks[e], order[:k], mode)
             logits = run_one(model, ep, e, im, m)
-            vals.append(literal_iou(logits, ep.query_mask[e]) if score == "iou" else literal_confidence(logits, region[e]))
+            vals.append(literal_iou(logits, ep.query_mask[e]) if score == "iou"
+                        else literal_confidence(logits, region[e]))
         out.append(vals)
     return out
 
@@ -143,14 +144,17 @@ def test_scores_against_literal(gen):
     region = torch.rand(4, 6, 7, generator=gen) > 0.3
     region[:, 0, 0] = True
     iou, conf = foreground_iou(logits, gt), foreground_confidence(logits, region)
-    assert iou.dtype == conf.dtype == torch.float64
+    logit = foreground_logit(logits.float(), region)
+    assert iou.dtype == conf.dtype == logit.dtype == torch.float64
     for e in range(4):
         assert iou[e].item() == pytest.approx(literal_iou(logits[e], gt[e]), rel=1e-15)
         assert conf[e].item() == pytest.approx(literal_confidence(logits[e], region[e]), rel=1e-12)
+        assert logit[e].item() == pytest.approx(float(logits[e, 1].float().double()[region[e]].mean()), rel=1e-12)
     nothing = torch.stack([torch.ones(1, 3, 3), torch.zeros(1, 3, 3)], 1)  # predicts background everywhere
     assert foreground_iou(nothing, torch.zeros(1, 3, 3, dtype=torch.bool)).item() == 1.0
-    with pytest.raises(ValueError, match="region is empty"):
-        foreground_confidence(logits, torch.zeros(4, 6, 7, dtype=torch.bool))
+    for fn in (foreground_confidence, foreground_logit):
+        with pytest.raises(ValueError, match="region is empty"):
+            fn(logits, torch.zeros(4, 6, 7, dtype=torch.bool))
 
 
 # ---------------------------------------------------------------- the metrics
@@ -356,3 +360,7 @@ def test_bad_input_names_the_argument(setup):
         iauc_at(model, ep, attr, region=torch.ones(1, 3, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="n_perturbations"):
         infidelity(model, ep, attr, ep.query_mask, n_perturbations=0)
+    with pytest.raises(ValueError, match="score must be one of"):
+        evaluate_states(model, ep, attr, [ORIGINAL], ["accuracy"])
+    with pytest.raises(ValueError, match=r"scores \['logit'\] need a region"):
+        evaluate_states(model, ep, attr, [ORIGINAL], ["logit"])

@@ -59,3 +59,38 @@ def test_states_of_many_episodes_share_a_chunk(gen):
         assert torch.equal(together["iou"][e], alone["iou"][0])
         torch.testing.assert_close(together["confidence"][e], alone["confidence"][0], rtol=1e-12, atol=1e-15)
     assert together["iou"].shape == (3, len(states))
+
+
+class CountingModel(torch.nn.Module):
+    """Wraps a model and counts the support sets it sees."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, 0
+
+    def forward(self, episode):
+        self.seen += episode.batch_size
+        return self.model(episode)
+
+
+def test_a_shared_cache_skips_attribution_free_states_only(gen):
+    """With one cache over two explainers' attributions of the same episodes, the second call runs neither the
+    original support, the substrate nor the infidelity's noisy supports again, and every value is unchanged."""
+    ep = blob_episode(gen, b=2, n=2, size=(12, 12))
+    model = CountingModel(ConvMatcher().double())
+    region = ep.query_mask
+    first, second = (torch.rand(ep.support_masks.shape, generator=gen, dtype=torch.float64) for _ in range(2))
+    kw = dict(metrics=ALL, region=region, steps=6, infidelity_perturbations=3, return_curves=True)
+    alone = []
+    for a in (first, second):
+        model.seen = 0
+        alone.append(evaluate(model, ep, a, **kw))
+        assert model.seen == 2 * 26    # 23 distinct states of the plans + 3 noisy supports, per episode
+    cache, got, seen = {}, [], []
+    for a in (first, second):
+        model.seen = 0
+        got.append(evaluate(model, ep, a, internal_batch_size=4, cache=cache, **kw))
+        seen.append(model.seen)
+    assert seen == [2 * 26, 2 * (26 - 2 - 3)]
+    for g, want in zip(got, alone):
+        check_same(g, want)

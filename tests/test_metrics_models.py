@@ -3,8 +3,9 @@
 - ConvMatcher: a seeded conv layer (an nn.ReLU module, so DeepLift has something to override), average
   pooling to two grids, cosine matching softmaxed over all shots, support masks aggregated with those
   weights: a real (if small) matching model whose prediction depends on support images and masks.
-- LinearAdapter: the foreground probability is an affine function of the support RGB values, the same at
-  every query pixel: f(support) = 0.5 + Σ W·x exactly, so gradients, IG and LIME have closed forms.
+- LinearAdapter: the foreground probability (or the foreground logit) is an affine function of the support
+  RGB values, the same at every query pixel: z(support) = 0.5 + Σ W·x exactly, so infidelity (on the
+  probability) and gradients, IG and LIME (on the logit) have closed forms.
 """
 import torch
 import torch.nn.functional as F
@@ -63,16 +64,19 @@ class ConvMatcher(MatchingAdapter):
 
 
 class LinearAdapter(MatchingAdapter):
-    """p = 0.5 + Σ_{n,c,y,x} W[n,c,y,x]·support[n,c,y,x] at every query pixel; logits = (log(1−p), log p),
-    so softmax(logits)[:, 1] = p. Support images must stay within [-2, 2] for p to stay in [0.1, 0.9].
+    """z = 0.5 + Σ_{n,c,y,x} W[n,c,y,x]·support[n,c,y,x] at every query pixel. With ``affine="probability"``
+    the logits are (log(1−z), log z), so softmax(logits)[:, 1] = z (support images must stay within [-2, 2]
+    for z to stay in [0.1, 0.9]); with ``affine="logit"`` they are (0, z), so the foreground logit is z.
     With ``channel_shared`` W is the same for the 3 channels of a pixel."""
 
-    def __init__(self, n_shots, size, seed=0, dtype=torch.float64, channel_shared=False):
+    def __init__(self, n_shots, size, seed=0, dtype=torch.float64, channel_shared=False, affine="probability"):
         super().__init__()
+        assert affine in ("probability", "logit")
         g = torch.Generator().manual_seed(seed)
         numel = n_shots * 3 * size[0] * size[1]
         w = (torch.rand(n_shots, 1 if channel_shared else 3, *size, generator=g, dtype=torch.float64) * 2 - 1)
         self.register_buffer("weight", (w.expand(n_shots, 3, *size) * 0.2 / numel).to(dtype).contiguous())
+        self.affine = affine
 
     @property
     def n_levels(self):
@@ -87,16 +91,19 @@ class LinearAdapter(MatchingAdapter):
         s = F.adaptive_avg_pool2d(state.support_images.flatten(0, 1), 2).view(b, n, 3, 4).permute(0, 1, 3, 2)
         return [LevelFeatures(q, s.reshape(b, n * 4, 3), (2, 2), (2, 2), n)]
 
-    def probability(self, support_images):
+    def value(self, support_images):
+        """z [B] of support images [B, N, 3, H, W]."""
         return 0.5 + (support_images * self.weight).flatten(1).sum(1)
 
     def decode(self, state, ablate_level=None):
-        p = self.probability(state.support_images)
+        z = self.value(state.support_images)
         if ablate_level is not None:
-            p = torch.full_like(p, 0.5)
+            z = torch.full_like(z, 0.5)
         h, w = state.image_size
-        p = p.view(-1, 1, 1, 1).expand(-1, 1, h, w)
-        return torch.cat([torch.log(1 - p), torch.log(p)], 1)
+        z = z.view(-1, 1, 1, 1).expand(-1, 1, h, w)
+        if self.affine == "logit":
+            return torch.cat([torch.zeros_like(z), z], 1)
+        return torch.cat([torch.log(1 - z), torch.log(z)], 1)
 
 
 def blob_episode(gen, b=2, n=3, size=(24, 24), dtype=torch.float64):
@@ -135,9 +142,12 @@ def test_conv_matcher_segments_the_shared_colour(gen):
     assert not (model(empty).argmax(1) == 1).any()
 
 
-def test_linear_adapter_probability_is_affine(gen):
+def test_linear_adapter_is_affine(gen):
     ep = blob_episode(gen, b=2, n=2, size=(8, 8))
-    model = LinearAdapter(2, (8, 8), seed=1)
-    fg = torch.softmax(model(ep), 1)[:, 1]
-    want = 0.5 + (ep.support_images * model.weight).flatten(1).sum(1)
-    torch.testing.assert_close(fg, want.view(2, 1, 1).expand(2, 8, 8), rtol=1e-12, atol=1e-14)
+    want = None
+    for affine in ("probability", "logit"):
+        model = LinearAdapter(2, (8, 8), seed=1, affine=affine)
+        want = 0.5 + (ep.support_images * model.weight).flatten(1).sum(1)
+        got = torch.softmax(model(ep), 1)[:, 1] if affine == "probability" else model(ep)[:, 1]
+        torch.testing.assert_close(got, want.view(2, 1, 1).expand(2, 8, 8), rtol=1e-12, atol=1e-14)
+    assert want.min() > 0.1 and want.max() < 0.9

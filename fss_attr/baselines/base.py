@@ -1,13 +1,14 @@
 """What every baseline explainer shares: the attribution target, the result type, and the ``explain`` call.
 
-Target (the same for every baseline): the model's foreground output, softmax probability, averaged over the
+Target (the same for every baseline): the model's foreground output, its foreground logit, averaged over the
 query region R, as a function of the support RGB values (support masks and query fixed):
 
-    f(support_images) = mean_{p ∈ R} softmax(adapter(episode with these support images))[:, 1, p]
+    f(support_images) = mean_{p ∈ R} adapter(episode with these support images)[:, 1, p]
 
-Attributions over the support RGB [B, N, 3, H, W] are reduced over the channel axis by the sum of absolute
-values (the magnitude of each pixel's contribution, as saliency maps are usually shown) and min-max scaled
-per episode to [0, 1], like AffEx maps.
+Attributions over the support RGB [B, N, 3, H, W] are averaged over the channel axis (signed: a pixel whose
+colour raises the target ranks above one that lowers it) and min-max scaled per episode to [0, 1], like AffEx
+maps. Target and reduction are those of the AffEx paper's code (captum on the mean logit over R, then the
+channel mean).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from torch import nn
 
 from fss_attr.affex import minmax, resolve_region
 from fss_attr.episode import Episode
+from fss_attr.metrics.scores import foreground_logit
 
 
 @dataclass
@@ -40,7 +42,8 @@ class Attribution:
 
 
 class SupportTarget(nn.Module):
-    """f(support_images) -> [B'] mean softmax foreground probability over R, as an nn.Module (for captum).
+    """f(support_images) -> [B'] mean foreground logit over R (:func:`fss_attr.metrics.scores.foreground_logit`,
+    in the logits' dtype), as an nn.Module (for captum).
 
     forward(support_images [B', N, 3, H, W], query [B', 3, H, W], support_masks [B', N, H, W] bool,
     region [B', H, W] bool) -> [B'].
@@ -52,14 +55,12 @@ class SupportTarget(nn.Module):
 
     def forward(self, support_images, query, support_masks, region):
         logits = self.adapter(Episode(query, support_images, support_masks))
-        fg = torch.softmax(logits, dim=1)[:, 1]
-        r = region.to(fg.dtype)
-        return (fg * r).flatten(1).sum(1) / r.flatten(1).sum(1)
+        return foreground_logit(logits, region).to(logits.dtype)
 
 
 def reduce_channels(attr: torch.Tensor) -> torch.Tensor:
-    """[B, N, 3, H, W] -> [B, N, H, W]: sum of absolute values over RGB."""
-    return attr.abs().sum(2)
+    """[B, N, 3, H, W] -> [B, N, H, W]: the mean over RGB."""
+    return attr.mean(2)
 
 
 class SupportExplainer:

@@ -42,7 +42,7 @@ class IntegratedGradients(SupportExplainer):
 
     name = "ig"
 
-    def __init__(self, n_steps: int = 16, internal_batch_size: int = 16):
+    def __init__(self, n_steps: int = 25, internal_batch_size: int = 16):
         self.n_steps = _positive_int("n_steps", n_steps)
         self.internal_batch_size = _positive_int("internal_batch_size", internal_batch_size)
 
@@ -72,17 +72,19 @@ class DeepLift(SupportExplainer):
 
 class GradientShap(SupportExplainer):
     """GradientShap: expected gradients × (input − baseline) over ``n_samples`` random points between the
-    input (plus N(0, stdevs²) noise) and baselines drawn from {zero image, N(0, 1) image}. captum draws from
-    the global torch and numpy generators; they are seeded with ``seed`` + the call count for the call and
-    restored after it, so runs repeat and the caller's random state is left alone."""
+    input (plus N(0, stdevs²) noise) and baselines drawn from {the zero image} (``noise_baseline=False``) or
+    {the zero image, one N(0, 1) image} (default). captum draws from the global torch and numpy generators;
+    they are seeded with ``seed`` + the call count for the call and restored after it, so runs repeat and the
+    caller's random state is left alone."""
 
     name = "gradientshap"
 
-    def __init__(self, n_samples: int = 8, stdevs: float = 0.1, seed: int = 0):
+    def __init__(self, n_samples: int = 8, stdevs: float = 0.1, noise_baseline: bool = True, seed: int = 0):
         self.n_samples = _positive_int("n_samples", n_samples)
         if not float(stdevs) >= 0:
             raise ValueError(f"stdevs must be >= 0, got {stdevs!r}")
         self.stdevs = float(stdevs)
+        self.noise_baseline = bool(noise_baseline)
         self.seed = int(seed)
         self._calls = 0
 
@@ -98,8 +100,9 @@ class GradientShap(SupportExplainer):
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed)
                 np.random.seed(seed % 2**32)
-                noise = torch.randn((1,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
-                baselines = torch.cat([torch.zeros_like(noise), noise])
+                baselines = torch.zeros((1,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
+                if self.noise_baseline:
+                    baselines = torch.cat([baselines, torch.randn_like(baselines)])
                 attr = CaptumGradientShap(SupportTarget(adapter)).attribute(
                     x, baselines=baselines, n_samples=self.n_samples, stdevs=self.stdevs,
                     additional_forward_args=_args(episode, region))

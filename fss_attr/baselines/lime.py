@@ -3,7 +3,7 @@
 Features: the superpixels of all N support images of an episode (S in total). A sample z ∈ {0, 1}^S keeps
 the superpixels with z_s = 1 and sends the others to the zero substrate in both the image (RGB 0, the mean
 colour) and the mask (0), as the perturbation metrics do. Sample 0 is all ones (the original); the others
-draw each z_s from Bernoulli(1/2). The target f(z) is the mean foreground probability over R (as every
+draw each z_s from Bernoulli(1/2). The target f(z) is the mean foreground logit over R (as every
 baseline). Each sample is weighted by the exponential kernel π(z) = exp(−d(z)² / w²) with d the cosine
 distance between z and the all-ones vector (d = 1 for z = 0), w = ``kernel_width``. A ridge regression
 with intercept, penalty ``ridge`` on the coefficients, is fitted by weighted least squares in float64;
@@ -97,8 +97,8 @@ class Lime(SupportExplainer):
             images, masks = apply_keep(episode.support_images[e], episode.support_masks[e], keep)
             return e, images, masks
 
-        y = forward_supports(adapter, episode, b * n, build, scorer(["confidence"], episode, region),
-                             self.internal_batch_size)["confidence"].view(b, n)
+        y = forward_supports(adapter, episode, b * n, build, scorer(["logit"], episode, region),
+                             self.internal_batch_size)["logit"].view(b, n)
         maps = []
         for e in range(b):
             beta = weighted_ridge(zs[e].to(torch.float64), y[e], self.kernel(zs[e]), self.ridge)

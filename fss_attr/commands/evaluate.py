@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--internal-batch-size", type=int, default=16,
                         help="perturbation states per forward pass (default 16)")
     parser.add_argument("--loop", action="store_true", help="one state per forward pass (slow; for checking)")
-    parser.add_argument("--ig-steps", type=int, default=16, help="Integrated Gradients steps (default 16)")
+    parser.add_argument("--ig-steps", type=int, default=25,
+                        help="Integrated Gradients steps (default 25, as the AffEx paper's code)")
     parser.add_argument("--gradientshap-samples", type=int, default=8, help="GradientShap samples (default 8)")
     parser.add_argument("--lime-samples", type=int, default=64, help="LIME samples (default 64)")
     parser.add_argument("--infidelity-perturbations", type=int, default=16,
@@ -52,8 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="episode source (default: controlled, no download)")
     parser.add_argument("--root", default=None, help="data set root (pascal, coco)")
     parser.add_argument("--fold", type=int, default=0, help="fold (pascal, coco)")
+    parser.add_argument("--episode-list", default=None,
+                        help="CSV of the episodes (pascal, coco): replayed when it exists, else written with the "
+                             "sampled episodes, so later runs repeat them exactly")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--out", default="outputs/evaluate", help="output folder (default outputs/evaluate)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice, one per core). On a machine that other "
+                             "jobs keep busy, 1 is often several times faster: threads of one op wait for each other")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the metrics' forward passes through a torch.compile'd backbone (on CPU about "
+                             "1.5x faster after a few minutes of compiling; needs a C++ compiler)")
     parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
                         help="keep: stop glibc from unmapping freed blocks (faster batched CPU inference, the "
                              "process keeps its peak memory; see fss_attr.metrics.allocator); default: leave it")
@@ -70,10 +80,19 @@ def explainer_options(name: str, args) -> dict:
     return opts.get(name, {})
 
 
-def load_model(device: str):
+def load_model(device: str, compile_backbone: bool = False):
+    """(the model, the model the metrics run): LiteMatcher twice, or with ``compile_backbone`` a second
+    LiteMatcher around the same backbone compiled by ``torch.compile`` (no-grad use only: the gradient
+    explainers keep the eager model, whose modules captum hooks)."""
+    import torch
+
     from fss_attr.models.lite_matcher import LiteMatcher
 
-    return LiteMatcher().to(device).eval()
+    model = LiteMatcher().to(device).eval()
+    if not compile_backbone:
+        return model, model
+    fast = LiteMatcher(backbone=torch.compile(model.backbone, dynamic=True), temperature=model.temperature)
+    return model, fast.to(device).eval()
 
 
 def load_episodes(args) -> Iterable:
@@ -86,13 +105,14 @@ def load_episodes(args) -> Iterable:
         raise SystemExit(f"fss-attr evaluate: --dataset {args.dataset} needs --root PATH")
     from fss_attr.datasets import load_episodes as load
 
-    return load(args.dataset, args.root, args.fold, n=args.episodes, seed=args.seed, shots=args.shots, size=size)
+    return load(args.dataset, args.root, args.fold, n=args.episodes, seed=args.seed, shots=args.shots, size=size,
+                episode_list=args.episode_list)
 
 
 def run_evaluation(adapter, episodes: Iterable, explainers: dict, metrics: tuple[str, ...], out_dir, *,
                    n_episodes: int | None = None, region="logits", steps: int = 75, internal_batch_size: int = 16,
                    loop: bool = False, infidelity_perturbations: int = 16, seed: int = 0, config: dict | None = None,
-                   progress: bool = True, device: str = "cpu") -> dict:
+                   progress: bool = True, device: str = "cpu", metric_adapter=None) -> dict:
     """Explain every episode with every explainer, score the maps, and write the outputs.
 
     Args:
@@ -101,6 +121,8 @@ def run_evaluation(adapter, episodes: Iterable, explainers: dict, metrics: tuple
         metrics: metric names (:mod:`fss_attr.metrics.evaluate`); localisation metrics are skipped for
             episodes without support evidence.
         out_dir: folder for episodes.csv, summary.json, table.md, curves.png.
+        metric_adapter: the same model, used for the metrics' forward passes (e.g. a compiled copy);
+            default ``adapter``.
 
     Returns:
         The JSON summary as a dict.
@@ -113,6 +135,7 @@ def run_evaluation(adapter, episodes: Iterable, explainers: dict, metrics: tuple
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    scoring_model = adapter if metric_adapter is None else metric_adapter
     all_metrics = tuple(metrics) + tuple(m for m in LOCALISATION_METRICS if m not in metrics)
     fields = ["episode", "explainer", "class"] + list(all_metrics) + ["explain_s", "evaluate_s", "empty_prediction"]
     rows, curve_sums, curve_counts = [], {}, {}
@@ -126,19 +149,21 @@ def run_evaluation(adapter, episodes: Iterable, explainers: dict, metrics: tuple
         for i, episode in enumerate(bar):
             episode = episode.to(device)
             use = tuple(m for m in all_metrics if m not in LOCALISATION_METRICS or episode.support_evidence is not None)
-            with torch.no_grad():
-                empty = not bool((adapter(episode).argmax(1) == 1).any())
-            empty_predictions += empty
+            cache: dict = {}           # logits of the attribution-free support states, shared by the explainers
+            empty = None
             for name, explainer in explainers.items():
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="region='logits'")
                     explanation = explainer.explain(adapter, episode, region=region)
                 t1 = time.perf_counter()
-                values = evaluate(adapter, episode, explanation.maps.to(torch.float64), use,
+                if empty is None:
+                    empty = not bool(explanation.prediction.any())
+                    empty_predictions += empty
+                values = evaluate(scoring_model, episode, explanation.maps.to(torch.float64), use,
                                   region=explanation.region, steps=steps, internal_batch_size=internal_batch_size,
                                   loop=loop, infidelity_perturbations=infidelity_perturbations, seed=seed + i,
-                                  return_curves=True)
+                                  return_curves=True, cache=cache)
                 t2 = time.perf_counter()
                 times[name][0] += t1 - t0
                 times[name][1] += t2 - t1
@@ -195,18 +220,24 @@ def run(args) -> int:
     if args.episodes < 1 or args.shots < 1 or args.size < 8:
         print("fss-attr evaluate: --episodes and --shots must be >= 1 and --size >= 8", file=sys.stderr)
         return 2
+    if args.threads is not None:
+        if args.threads < 1:
+            print("fss-attr evaluate: --threads must be >= 1", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     if args.malloc == "keep":
         from fss_attr.metrics.allocator import keep_freed_memory
 
         keep_freed_memory()
     torch.manual_seed(args.seed)
-    adapter = load_model(args.device)
+    adapter, metric_adapter = load_model(args.device, args.compile)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     config["model"] = type(adapter).__name__
     summary = run_evaluation(adapter, load_episodes(args), explainers, metrics, args.out, n_episodes=args.episodes,
                              region=args.region, steps=args.steps, internal_batch_size=args.internal_batch_size,
                              loop=args.loop, infidelity_perturbations=args.infidelity_perturbations, seed=args.seed,
-                             config=config, progress=not args.no_progress, device=args.device)
+                             config=config, progress=not args.no_progress, device=args.device,
+                             metric_adapter=metric_adapter)
     out = Path(args.out)
     print((out / "table.md").read_text())
     print(f"wrote {out / 'episodes.csv'}, {out / 'summary.json'}, {out / 'table.md'}, {out / 'curves.png'} "

@@ -27,12 +27,19 @@ def load_episodes(name: str, root: str | Path, fold: int, n: int = 1000, seed: i
                   size: tuple[int, int] = (384, 384), episode_list: str | Path | None = None) -> Iterator[Episode]:
     """Episodes of a benchmark fold, 1-way, batch 1, resized to ``size``.
 
-    With ``episode_list`` an existing CSV is replayed exactly; a path that does not exist yet is written
-    with the sampled list (seeded, so runs repeat), so later runs read the same episodes.
+    With ``episode_list`` an existing CSV is replayed exactly (its first ``n`` episodes, which must have
+    ``shots`` supports); a path that does not exist yet is written with the sampled list (seeded, so runs
+    repeat), so later runs read the same episodes.
     """
     source = open_source(name, root, fold)
     if episode_list is not None and Path(episode_list).is_file():
-        specs = load_episode_list(episode_list)[:n]
+        specs = load_episode_list(episode_list)
+        if len(specs) < n:
+            raise ValueError(f"episode_list {episode_list} holds {len(specs)} episodes, fewer than n={n}")
+        specs = specs[:n]
+        bad = sorted({len(s.supports) for s in specs} - {shots})
+        if bad:
+            raise ValueError(f"episode_list {episode_list} has episodes with {bad} supports, expected shots={shots}")
     else:
         specs = sample_episodes(source, n, shots, seed)
         if episode_list is not None:

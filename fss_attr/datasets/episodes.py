@@ -44,7 +44,8 @@ def sample_episodes(source: SegmentationSource, n: int, shots: int, seed: int = 
         by_class.setdefault(class_id, []).append(image_id)
     usable = [(i, c) for i, c in pairs if len(by_class[c]) > shots]
     if not usable:
-        raise ValueError(f"no class of {source.name} has {shots + 1} or more images: cannot build {shots}-shot episodes")
+        raise ValueError(f"no class of {source.name} has {shots + 1} or more images: "
+                         f"cannot build {shots}-shot episodes")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(usable))
     specs = []

@@ -66,7 +66,8 @@ class Pascal5i:
 
     def _scan(self) -> list[tuple[str, int]]:
         ids_file = self.root / "ImageSets" / "Segmentation" / ("val.txt" if self.split == "val" else "train.txt")
-        ids = ids_file.read_text().split() if ids_file.is_file() else sorted(p.stem for p in self.mask_dir.glob("*.png"))
+        ids = (ids_file.read_text().split() if ids_file.is_file()
+               else sorted(p.stem for p in self.mask_dir.glob("*.png")))
         pairs = []
         for image_id in ids:
             present = set(np.unique(self._label(image_id)).tolist())

@@ -11,9 +11,9 @@ from fss_attr.metrics.infidelity import infidelity
 from fss_attr.metrics.localisation import pointing_game, relevance_mass
 from fss_attr.metrics.perturbation import (State, auc, evaluate_states, image_ranks, make_state, moved_count,
                                            pixel_ranks)
-from fss_attr.metrics.scores import foreground_confidence, foreground_iou
+from fss_attr.metrics.scores import foreground_confidence, foreground_iou, foreground_logit
 
 __all__ = ["evaluate", "DEFAULT_METRICS", "PAPER_METRICS", "LOCALISATION_METRICS", "check_metrics",
            "higher_is_better", "iauc_dauc", "iauc_at", "miou_loss", "image_insertion_deletion", "infidelity",
            "relevance_mass", "pointing_game", "State", "auc", "evaluate_states", "make_state", "moved_count",
-           "pixel_ranks", "image_ranks", "foreground_iou", "foreground_confidence"]
+           "pixel_ranks", "image_ranks", "foreground_iou", "foreground_confidence", "foreground_logit"]

@@ -69,7 +69,8 @@ def check_metrics(metrics) -> tuple[str, ...]:
 
 def evaluate(adapter, episode: Episode, attributions: torch.Tensor, metrics=DEFAULT_METRICS, region="logits",
              steps: int = 75, internal_batch_size: int = 16, loop: bool = False, infidelity_perturbations: int = 16,
-             infidelity_sigma: float = 0.1, seed: int = 0, return_curves: bool = False) -> dict[str, torch.Tensor]:
+             infidelity_sigma: float = 0.1, seed: int = 0, return_curves: bool = False,
+             cache: dict | None = None) -> dict[str, torch.Tensor]:
     """Metrics of support attributions on a batch of episodes.
 
     Args:
@@ -85,12 +86,18 @@ def evaluate(adapter, episode: Episode, attributions: torch.Tensor, metrics=DEFA
         infidelity_perturbations, infidelity_sigma, seed: the infidelity's noise draws.
         return_curves: also return the curves "curve:iauc" [B, steps], "curve:dauc", "curve:iauc@1%" [B, 6],
             "curve:image_iauc" [B, N + 1], ... of the metrics asked for.
+        cache: optional dict to share between calls on the same episode batch and model, e.g. one per episode
+            across explainers: the model's logits on support states that do not depend on the attributions
+            (the original support, the substrate, the infidelity's noisy supports) are computed once. Give a
+            fresh dict for every episode batch. Without it, a dict local to the call still runs the original
+            support once for all the metrics.
 
     Returns:
         {metric name: [B] float64} in the order asked (plus the curves).
     """
     metrics = check_metrics(metrics)
     attributions = check_attributions(attributions, episode)
+    cache = {} if cache is None else cache
     n_pixels = episode.n_shots * episode.image_size[0] * episode.image_size[1]
     wanted = set(metrics)
     plans = []
@@ -113,10 +120,10 @@ def evaluate(adapter, episode: Episode, attributions: torch.Tensor, metrics=DEFA
     r = fss.resolve_episode_region(region, adapter, episode) if needs_region else None
     out: dict[str, torch.Tensor] = {}
     if plans:
-        out.update(fss.run_plans(adapter, episode, attributions, plans, r, internal_batch_size, loop))
+        out.update(fss.run_plans(adapter, episode, attributions, plans, r, internal_batch_size, loop, cache))
     if wanted & {"infidelity", "infidelity_norm"}:
         out.update(infidelity(adapter, episode, attributions, r, infidelity_perturbations, infidelity_sigma, seed,
-                              internal_batch_size, loop))
+                              internal_batch_size, loop, cache))
     if wanted & set(LOCALISATION_METRICS):
         if episode.support_evidence is None:
             raise ValueError(f"metrics {sorted(wanted & set(LOCALISATION_METRICS))} need the episode's "

@@ -18,13 +18,13 @@ from __future__ import annotations
 import torch
 
 from fss_attr.episode import Episode
-from fss_attr.metrics.perturbation import check_attributions, forward_supports, scorer
+from fss_attr.metrics.perturbation import ORIGINAL, check_attributions, forward_supports, scorer
 from fss_attr.validation import check_mask
 
 
 def infidelity(adapter, episode: Episode, attributions: torch.Tensor, region: torch.Tensor,
                n_perturbations: int = 16, sigma: float = 0.1, seed: int = 0, internal_batch_size: int = 16,
-               loop: bool = False) -> dict[str, torch.Tensor]:
+               loop: bool = False, cache: dict | None = None) -> dict[str, torch.Tensor]:
     """Infidelity and normalised infidelity of support attributions, per episode.
 
     Args:
@@ -36,6 +36,9 @@ def infidelity(adapter, episode: Episode, attributions: torch.Tensor, region: to
         sigma: noise standard deviation, in the units of the (normalised) support images.
         seed: base seed of the noise.
         internal_batch_size: perturbed support sets per forward pass; loop: one per forward pass.
+        cache: optional dict shared by calls on the same episode batch and model (one per episode over many
+            explainers): the perturbed supports do not depend on the attributions, so their logits are
+            computed once (see :func:`fss_attr.metrics.perturbation.forward_supports`).
 
     Returns:
         {"infidelity": [B], "infidelity_norm": [B]} float64.
@@ -48,24 +51,32 @@ def infidelity(adapter, episode: Episode, attributions: torch.Tensor, region: to
     if not float(sigma) > 0:
         raise ValueError(f"sigma must be > 0, got {sigma!r}")
     j_count = n_perturbations + 1          # item 0 of each episode: the original support (f(x))
-    ia = torch.zeros(b, j_count, dtype=torch.float64)
     a64 = attributions.to(torch.float64)
+
+    def noise_seed(e, j):
+        return int(seed) + e * n_perturbations + j - 1
+
+    def noise(e, j):
+        """I_j of episode e, [N, 3, H, W] in the support images' dtype."""
+        g = torch.Generator().manual_seed(noise_seed(e, j))
+        images = episode.support_images[e]
+        return (float(sigma) * torch.randn(images.shape, generator=g, dtype=torch.float64)).to(images)
+
+    ia = torch.stack([torch.stack([(noise(e, j).to(torch.float64) * a64[e].unsqueeze(1)).sum().cpu()
+                                   for j in range(1, j_count)]) for e in range(b)])
 
     def build(i):
         e, j = divmod(i, j_count)
         images = episode.support_images[e]
-        if j == 0:
-            return e, images, episode.support_masks[e]
-        g = torch.Generator().manual_seed(int(seed) + e * n_perturbations + j - 1)
-        noise = (float(sigma) * torch.randn(images.shape, generator=g, dtype=torch.float64)).to(images.device)
-        noise = noise.to(images.dtype)
-        ia[e, j] = (noise.to(torch.float64) * a64[e].unsqueeze(1)).sum().cpu()
-        return e, images - noise, episode.support_masks[e]
+        return e, (images if j == 0 else images - noise(e, j)), episode.support_masks[e]
+
+    def key(i):
+        e, j = divmod(i, j_count)
+        return ("state", ORIGINAL, e) if j == 0 else ("noise", noise_seed(e, j), float(sigma), e)
 
     f = forward_supports(adapter, episode, b * j_count, build, scorer(["confidence"], episode, region),
-                         internal_batch_size, loop)["confidence"].view(b, j_count).cpu()
+                         internal_batch_size, loop, key, cache)["confidence"].view(b, j_count).cpu()
     delta = f[:, :1] - f[:, 1:]
-    ia = ia[:, 1:]
     infid = ((ia - delta) ** 2).mean(1)
     den = (ia ** 2).sum(1)
     beta = torch.where(den > 0, (ia * delta).sum(1) / den.clamp_min(1e-300), torch.zeros_like(den))

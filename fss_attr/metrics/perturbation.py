@@ -15,13 +15,15 @@ States are evaluated in chunks of ``internal_batch_size`` per forward pass: a ch
 :class:`Episode` whose batch holds the states, each with its episode's query. ``loop=True`` evaluates one
 state per forward pass instead (the reference the batched path is tested against). Model outputs do not
 depend on the other members of a batch, so both give the same numbers up to floating-point rounding of
-batch-size dependent kernels (see tests/test_metrics_batched.py).
+batch-size dependent kernels (see tests/test_metrics_batched.py). The original support and the substrate do
+not depend on the ranking: with a ``cache`` dict shared by calls on one episode batch (many explainers'
+attributions), their logits are computed once.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence
 
 import torch
 
@@ -157,7 +159,9 @@ def check_batch_size(internal_batch_size) -> int:
 def forward_supports(adapter, episode: Episode, n_items: int,
                      build: Callable[[int], tuple[int, torch.Tensor, torch.Tensor]],
                      score: Callable[[torch.Tensor, list[int]], dict[str, torch.Tensor]],
-                     internal_batch_size: int = 16, loop: bool = False) -> dict[str, torch.Tensor]:
+                     internal_batch_size: int = 16, loop: bool = False,
+                     key: Callable[[int], Hashable | None] | None = None,
+                     cache: dict | None = None) -> dict[str, torch.Tensor]:
     """Run ``n_items`` modified support sets through the model, ``internal_batch_size`` per forward pass.
 
     Args:
@@ -168,54 +172,68 @@ def forward_supports(adapter, episode: Episode, n_items: int,
         score: (logits [c, 2, H, W], the c items' episode indices) -> {name: [c]}.
         internal_batch_size: items per forward pass (memory knob); ignored when ``loop``.
         loop: one item per forward pass (the reference path).
+        key: item i -> a hashable name of its support set (None: not cacheable). Only with ``cache``.
+        cache: {key: (episode index, logits [2, H, W])} shared between calls on the same episode batch and
+            model: items whose key is there skip the forward pass (``build`` is not called for them), and the
+            logits of the others are stored.
 
     Returns:
         {name: [n_items] float64} in item order.
     """
     size = 1 if loop else check_batch_size(internal_batch_size)
-    out: dict[str, list[torch.Tensor]] = {}
-    for chunk in chunks(n_items, size):
-        built = [build(i) for i in chunk]
+    keys = [key(i) for i in range(n_items)] if (key is not None and cache is not None) else [None] * n_items
+    todo = [i for i in range(n_items) if keys[i] is None or keys[i] not in cache]
+    parts: list[tuple[list[int], dict[str, torch.Tensor]]] = []
+    for chunk in chunks(len(todo), size):
+        items = [todo[j] for j in chunk]
+        built = [build(i) for i in items]
         idx = [b for b, _, _ in built]
         sel = torch.tensor(idx, device=episode.device)
         batch = Episode(episode.query[sel], torch.stack([im for _, im, _ in built]),
                         torch.stack([m for _, _, m in built]),
                         None if episode.query_mask is None else episode.query_mask[sel])
         logits = adapter(batch)
-        for name, values in score(logits, idx).items():
-            out.setdefault(name, []).append(values.to(torch.float64))
-    return {name: torch.cat(v) for name, v in out.items()}
+        for j, i in enumerate(items):
+            if keys[i] is not None:
+                cache[keys[i]] = (idx[j], logits[j].clone())
+        parts.append((items, score(logits, idx)))
+    pending = set(todo)
+    hits = [i for i in range(n_items) if i not in pending]
+    if hits:
+        stored = [cache[keys[i]] for i in hits]
+        parts.append((hits, score(torch.stack([lg for _, lg in stored]), [e for e, _ in stored])))
+    order = torch.tensor([i for items, _ in parts for i in items]).argsort()
+    names = parts[0][1].keys() if parts else ()
+    return {name: torch.cat([v[name].to(torch.float64).cpu() for _, v in parts])[order].to(episode.device)
+            for name in names}
 
 
 def scorer(names: Sequence[str], episode: Episode, region: torch.Tensor | None):
-    """A ``score`` callable for :func:`forward_supports`: "iou" (against episode.query_mask) and/or
-    "confidence" (over ``region`` [B, H, W])."""
+    """A ``score`` callable for :func:`forward_supports`: any of :data:`fss_attr.metrics.scores.SCORES`,
+    "iou" (against episode.query_mask), "confidence" and "logit" (over ``region`` [B, H, W])."""
     names = tuple(dict.fromkeys(names))
     for name in names:
         if name not in SCORES:
             raise ValueError(f"score must be one of {tuple(SCORES)}, got {name!r}")
     if "iou" in names and episode.query_mask is None:
         raise ValueError("the IoU score needs the episode's query_mask (the query ground truth)")
-    if "confidence" in names:
+    if set(names) & {"confidence", "logit"}:
         if region is None:
-            raise ValueError("the confidence score needs a region R [B, H, W]")
+            raise ValueError(f"the scores {sorted(set(names) & {'confidence', 'logit'})} need a region R [B, H, W]")
         region = check_mask("region", region, (episode.batch_size, *episode.image_size), episode.device)
 
     def score(logits, idx):
         sel = torch.tensor(idx, device=logits.device)
-        res = {}
-        if "iou" in names:
-            res["iou"] = SCORES["iou"](logits, episode.query_mask[sel])
-        if "confidence" in names:
-            res["confidence"] = SCORES["confidence"](logits, region[sel])
-        return res
+        target = episode.query_mask if "iou" in names else None
+        return {name: SCORES[name](logits, (target if name == "iou" else region)[sel]) for name in names}
 
     return score
 
 
 def evaluate_states(adapter, episode: Episode, attributions: torch.Tensor, states: Sequence[State],
                     scores: Sequence[str] = ("iou",), region: torch.Tensor | None = None,
-                    internal_batch_size: int = 16, loop: bool = False) -> dict[str, torch.Tensor]:
+                    internal_batch_size: int = 16, loop: bool = False, cache: dict | None = None
+                    ) -> dict[str, torch.Tensor]:
     """Scores of every episode in every state.
 
     Args:
@@ -223,9 +241,12 @@ def evaluate_states(adapter, episode: Episode, attributions: torch.Tensor, state
         episode: B episodes.
         attributions: [B, N, H, W] floating, the ranking's source.
         states: S states (:func:`make_state`); repeated states are evaluated once.
-        scores: names among "iou" (needs episode.query_mask) and "confidence" (needs ``region``).
-        region: [B, H, W] bool query region R of the confidence score.
+        scores: names among "iou" (needs episode.query_mask), "confidence" and "logit" (need ``region``).
+        region: [B, H, W] bool query region R of the confidence and logit scores.
         internal_batch_size: states per forward pass; loop: one state per forward pass.
+        cache: optional dict shared by calls on the same episode batch and model (e.g. one per episode over
+            many explainers): the logits of the states that do not depend on the ranking (the original
+            support, the substrate) are computed once (see :func:`forward_supports`).
 
     Returns:
         {score name: [B, S] float64}.
@@ -249,7 +270,11 @@ def evaluate_states(adapter, episode: Episode, attributions: torch.Tensor, state
         images, masks = apply_keep(episode.support_images[e], episode.support_masks[e], keep)
         return e, images, masks
 
-    flat = forward_supports(adapter, episode, len(items), build, score, internal_batch_size, loop)
+    def key(i):
+        e, s = items[i]
+        return ("state", s, e) if s in (ORIGINAL, SUBSTRATE) else None
+
+    flat = forward_supports(adapter, episode, len(items), build, score, internal_batch_size, loop, key, cache)
     where = {s: j for j, s in enumerate(unique)}
     cols = torch.tensor([where[s] for s in states], dtype=torch.long)
     return {name: v.view(b, len(unique))[:, cols.to(v.device)] for name, v in flat.items()}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from fss_attr.metrics.evaluate import higher_is_better
+from fss_attr.viz import pyplot, save_figure
 
 # Column order and headers of the paper's table, then localisation.
 TABLE_COLUMNS = (("iauc", "IAUC (mIoU) ↑"), ("dauc", "DAUC (mIoU) ↓"), ("diff", "Diff ↑"),
@@ -72,10 +73,7 @@ def markdown_table(summary: dict, columns=TABLE_COLUMNS, scale: float = 100.0) -
 def plot_curves(curves: dict[str, dict[str, list[float]]], path: str | Path, title: str = "") -> Path:
     """PNG of mean curves: ``curves[explainer][curve name]`` -> mean values; one panel per curve name
     ("iauc", "dauc", "iauc@1%", ...), x = fraction of the curve's range."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = ordered(curves)
     kinds = [k for k in ("iauc", "dauc", "iauc@1%", "image_iauc", "image_dauc")
@@ -98,7 +96,4 @@ def plot_curves(curves: dict[str, dict[str, list[float]]], path: str | Path, tit
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120, tight=False)

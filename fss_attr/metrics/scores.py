@@ -1,5 +1,6 @@
-"""Per-episode scores of a model's output: foreground IoU against the query ground truth, and foreground
-confidence over a query region R. Both return float64 [B]."""
+"""Per-episode scores of a model's output: foreground IoU against the query ground truth, foreground
+confidence over a query region R, and the mean foreground logit over R (the baselines' target). All return
+float64 [B]."""
 from __future__ import annotations
 
 import torch
@@ -48,14 +49,36 @@ def foreground_confidence(logits: torch.Tensor, region: torch.Tensor) -> torch.T
         [B] float64: mean over p ∈ R of softmax(logits)[:, 1, p], computed in float64.
     """
     _check_logits(logits)
+    r, size = _check_region(logits, region)
+    fg = torch.softmax(logits.to(torch.float64), dim=1)[:, 1]
+    return (fg * r).flatten(1).sum(1) / size.to(torch.float64)
+
+
+def _check_region(logits: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """region [B, H, W] as bool, non-empty in every episode, and its pixel counts [B]."""
     b, _, h, w = logits.shape
     r = check_mask("region", region, (b, h, w), logits.device)
     size = r.flatten(1).sum(1)
     empty = (size == 0).nonzero().flatten().tolist()
     if empty:
-        raise ValueError(f"region is empty in episode(s) {empty}: the confidence averages over R")
-    fg = torch.softmax(logits.to(torch.float64), dim=1)[:, 1]
-    return (fg * r).flatten(1).sum(1) / size.to(torch.float64)
+        raise ValueError(f"region is empty in episode(s) {empty}: the score averages over R")
+    return r, size
 
 
-SCORES = {"iou": foreground_iou, "confidence": foreground_confidence}
+def foreground_logit(logits: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean foreground logit over the query region R, per episode: the target the baseline explainers
+    attribute (as the AffEx paper's code does).
+
+    Args:
+        logits: [B, 2, H, W] floating (background, foreground).
+        region: [B, H, W] bool (or 0/1) query region R, non-empty in every episode.
+
+    Returns:
+        [B] float64: mean over p ∈ R of logits[:, 1, p], computed in float64.
+    """
+    _check_logits(logits)
+    r, size = _check_region(logits, region)
+    return (logits[:, 1].to(torch.float64) * r).flatten(1).sum(1) / size.to(torch.float64)
+
+
+SCORES = {"iou": foreground_iou, "confidence": foreground_confidence, "logit": foreground_logit}

@@ -12,6 +12,7 @@ channel mean).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +68,8 @@ class SupportExplainer:
     """Base class: subclasses implement ``attribute(adapter, episode, region) -> [B, N, H, W]``."""
 
     name = "base"
+    # messages of warnings that the attribution method raises by design (filtered inside explain)
+    expected_warnings: tuple[str, ...] = ()
 
     def attribute(self, adapter, episode: Episode, region: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -87,7 +90,10 @@ class SupportExplainer:
         with torch.no_grad():
             logits = adapter(episode)
         r = resolve_region(region, logits, episode.query_mask)
-        raw = self.attribute(adapter, episode, r).detach()
+        with warnings.catch_warnings():
+            for message in self.expected_warnings:
+                warnings.filterwarnings("ignore", message=message)
+            raw = self.attribute(adapter, episode, r).detach()
         expected = tuple(episode.support_masks.shape)
         if tuple(raw.shape) != expected:
             raise RuntimeError(f"{type(self).__name__}.attribute returned {tuple(raw.shape)}, expected {expected}")

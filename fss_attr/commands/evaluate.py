@@ -162,7 +162,8 @@ def run_evaluation(adapter, episodes: Iterable, explainers: dict, metrics: tuple
                     empty_predictions += empty
                 values = evaluate(scoring_model, episode, explanation.maps.to(torch.float64), use,
                                   region=explanation.region, steps=steps, internal_batch_size=internal_batch_size,
-                                  loop=loop, infidelity_perturbations=infidelity_perturbations, seed=seed + i,
+                                  loop=loop, infidelity_perturbations=infidelity_perturbations,
+                                  seed=seed + i * infidelity_perturbations,
                                   return_curves=True, cache=cache)
                 t2 = time.perf_counter()
                 times[name][0] += t1 - t0

@@ -11,7 +11,9 @@ over the query region R and a = the attribution map [N, H, W] broadcast over the
 β is the scalar that best fits the attribution to the output changes, so the normalised form does not
 change when the attribution is multiplied by a constant. Lower is better for both. Perturbations are
 evaluated ``internal_batch_size`` per forward pass; the noise of perturbation j of episode e comes from its
-own generator seeded with seed + e·J + j, so batched and looped evaluation see the same noise.
+own generator seeded with seed + e·J + j − 1, so batched and looped evaluation see the same noise. A call
+uses the seeds seed … seed + B·J − 1: callers that evaluate batch after batch advance ``seed`` by B·J to keep
+every draw independent (``fss-attr evaluate`` does).
 """
 from __future__ import annotations
 

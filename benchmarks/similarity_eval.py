@@ -24,7 +24,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from fss_attr.commands.similarity import layer_arg
+from fss_attr.commands.similarity import layer_arg, layer_label
 from fss_attr.similarity import controlled_triplets, default_model, pair_maps, pair_metrics
 
 
@@ -46,16 +46,17 @@ def main(argv=None):
     x, partner = torch.cat([xa, xp]), torch.cat([xp, xa])             # each image against the other
     objects = torch.cat([t["anchor_mask"], t["positive_mask"]])
     distractors = torch.cat([t["anchor_distractors"], t["positive_distractors"]])
-    maps, scores = {}, None
+    maps, scores = {}, []
     for i in tqdm(range(0, args.pairs, args.batch), desc="explain", leave=False):
         sl = slice(i, i + args.batch)
         m, s = pair_maps(model, xa[sl], xp[sl], t["negative"][sl])
         for name, v in m.items():
             maps.setdefault(name, []).append(v)
-        scores = s["SFAM"] if scores is None else torch.cat([scores, s["SFAM"]])
-    maps = {name: torch.cat([torch.cat(v)[:, 0], torch.cat(v)[:, 1]]) for name, v in maps.items()}
+        scores.append(s["SFAM"])
+    scores = torch.cat(scores)
+    maps = {name: torch.cat([c[:, 0], c[:, 1]]) for name, c in ((n, torch.cat(v)) for n, v in maps.items())}
     maps["random"] = torch.rand(x.shape[0], args.size, args.size, generator=torch.Generator().manual_seed(0))
-    layer = "head" if args.layer == "head" else f"block {args.layer}"
+    layer = layer_label(args.layer)
     print(f"{args.pairs} controlled pairs ({2 * args.pairs} maps) at {args.size} px, EfficientNet-Lite0 {layer} "
           f"+ GAP, cosine; mean pair similarity {float(scores.mean()):.3f}; object {float(objects.float().mean()):.3f}"
           f" and distractors {float(distractors.float().mean()):.3f} of the pixels; {args.steps} steps")

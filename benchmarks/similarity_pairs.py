@@ -29,7 +29,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from fss_attr.commands.similarity import layer_arg
+from fss_attr.commands.similarity import layer_arg, layer_label
 from fss_attr.similarity import default_methods, default_model, similarity
 from fss_attr.similarity.explainers import finalize
 from fss_attr.similarity.measures import SIMILARITIES
@@ -84,7 +84,7 @@ def main(argv=None):
     model = default_model(layer=args.layer, device=dev)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(dev)
     b = args.batch
-    layer = "head" if args.layer == "head" else f"block {args.layer}"
+    layer = layer_label(args.layer)
     print(f"device {dev}, threads {torch.get_num_threads()}, batch {b} ({b * b} ordered pairs), {args.size} px, "
           f"EfficientNet-Lite0 {layer} + GAP, {args.similarity}")
     results, given = {}, {}

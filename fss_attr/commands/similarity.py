@@ -9,6 +9,11 @@ HELP = ("explain the similarity of a controlled pair (EfficientNet-Lite0 + GAP) 
         "(pair and triplet), the spatial decomposition and Grad-CAM; writes a PNG and a JSON")
 
 
+def layer_label(layer) -> str:
+    """How a ``layer_arg`` value reads in a table title: "head" or "block i"."""
+    return "head" if layer == "head" else f"block {layer}"
+
+
 def layer_arg(text: str):
     """'head' or a block index 0..15."""
     if text == "head":
@@ -55,7 +60,7 @@ def run(args) -> int:
     evidence = torch.stack(objects)
     hits = {name: [bool(h) for h in pointing_game(m[:, None], evidence[:, None])] for name, m in maps.items()}
     shared, negative = t["classes"][0]
-    layer = "head" if args.layer == "head" else f"block {args.layer}"
+    layer = layer_label(args.layer)
     figure = plot_pair(t["anchor"][0], t["positive"][0], maps, out / "similarity.png", scores, objects,
                        title=f"EfficientNet-Lite0 ({layer}) + GAP, {args.similarity}; shared object: {shared} "
                              f"(outlined); triplet negative: {negative}")

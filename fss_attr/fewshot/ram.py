@@ -33,6 +33,7 @@ from fss_attr.fewshot.episodes import EpisodeSampler, PoolFeatures
 from fss_attr.fewshot.pool import ImagePool
 from fss_attr.interp import upsample_bilinear
 from fss_attr.levels import LevelScores
+from fss_attr.models.fewshot import check_labels
 from fss_attr.models.rcn import RCNOutput, RegionComparisonNetwork
 
 
@@ -69,13 +70,7 @@ def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _check_labels(output: RCNOutput, labels) -> torch.Tensor:
-    qn, n_way = output.scores.shape
-    labels = torch.as_tensor(labels, device=output.scores.device)
-    if labels.dtype != torch.int64 or tuple(labels.shape) != (qn,):
-        raise ValueError(f"labels must be int64 [Qn] = [{qn}], got {labels.dtype} {tuple(labels.shape)}")
-    if qn and (int(labels.min()) < 0 or int(labels.max()) >= n_way):
-        raise ValueError(f"labels must lie in 0..{n_way - 1}")
-    return labels
+    return check_labels(output.scores, torch.as_tensor(labels, device=output.scores.device))
 
 
 def class_level(output: RCNOutput, labels: torch.Tensor) -> LevelScores:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fss_attr.fewshot.episodes import EpisodeSampler
+from fss_attr.fewshot.episodes import EpisodeSampler, PoolFeatures
 from fss_attr.fewshot.evaluate import evaluate
 from fss_attr.fewshot.pool import ImagePool
 
@@ -99,8 +99,9 @@ def train_episodic(model, pool: ImagePool, config: TrainConfig, val_pool: ImageP
                             acc=f"{100 * sum(result.accuracies[window]) / len(result.accuracies[window]):.1f}")
         done = i + 1
         if val_pool is not None and config.val_every and (done % config.val_every == 0 or done == config.episodes):
+            features = PoolFeatures(model, val_pool, progress=False)       # the backbone once for every k
             accs = {k: evaluate(model, val_pool, config.n_way, k, 15, config.val_episodes, seed=config.seed,
-                                progress=False).mean for k in sorted(set(config.shots))}
+                                features=features, progress=False).mean for k in sorted(set(config.shots))}
             result.validation[done] = accs
             mean = sum(accs.values()) / len(accs)
             if mean > best[0]:

@@ -182,6 +182,7 @@ def forward_supports(adapter, episode: Episode, n_items: int,
     """
     size = 1 if loop else check_batch_size(internal_batch_size)
     keys = [key(i) for i in range(n_items)] if (key is not None and cache is not None) else [None] * n_items
+    hits = [i for i in range(n_items) if keys[i] is not None and keys[i] in cache]
     todo = [i for i in range(n_items) if keys[i] is None or keys[i] not in cache]
     parts: list[tuple[list[int], dict[str, torch.Tensor]]] = []
     for chunk in chunks(len(todo), size):
@@ -197,15 +198,12 @@ def forward_supports(adapter, episode: Episode, n_items: int,
             if keys[i] is not None:
                 cache[keys[i]] = (idx[j], logits[j].clone())
         parts.append((items, score(logits, idx)))
-    pending = set(todo)
-    hits = [i for i in range(n_items) if i not in pending]
     if hits:
         stored = [cache[keys[i]] for i in hits]
         parts.append((hits, score(torch.stack([lg for _, lg in stored]), [e for e, _ in stored])))
-    order = torch.tensor([i for items, _ in parts for i in items]).argsort()
+    order = torch.tensor([i for items, _ in parts for i in items], device=episode.device).argsort()
     names = parts[0][1].keys() if parts else ()
-    return {name: torch.cat([v[name].to(torch.float64).cpu() for _, v in parts])[order].to(episode.device)
-            for name in names}
+    return {name: torch.cat([v[name].to(torch.float64) for _, v in parts])[order] for name in names}
 
 
 def scorer(names: Sequence[str], episode: Episode, region: torch.Tensor | None):

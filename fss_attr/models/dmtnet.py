@@ -91,10 +91,15 @@ def query_pseudo_mask(query: torch.Tensor, support: torch.Tensor, mask: torch.Te
     return (fg > bg).to(query.dtype).view(k, 1, *query.shape[-2:])
 
 
-def _rank2_map(x: torch.Tensor, basis: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """(pinv(basis) reference)ᵀ x for x [K, C, L], basis [K, 2, C], reference [K, 2, C] -> [K, C, L]."""
-    coords = torch.linalg.pinv(basis, rtol=1e-15).transpose(1, 2) @ x              # [K, 2, L]
-    return reference.transpose(1, 2) @ coords
+def _coordinates(basis: torch.Tensor) -> torch.Tensor:
+    """pinv(basis)ᵀ [K, 2, C] of basis [K, 2, C]: maps x [K, C, L] to its coordinates [K, 2, L]."""
+    return torch.linalg.pinv(basis, rtol=1e-15).transpose(1, 2)
+
+
+def _rank2_map(x: torch.Tensor, coordinates: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """(pinv(basis) reference)ᵀ x for x [K, C, L], coordinates = :func:`_coordinates` (basis) [K, 2, C],
+    reference [K, 2, C] -> [K, C, L]."""
+    return reference.transpose(1, 2) @ (coordinates @ x)
 
 
 def doubly_matching_transform(query: torch.Tensor, support: torch.Tensor, mask: torch.Tensor,
@@ -114,9 +119,10 @@ def doubly_matching_transform(query: torch.Tensor, support: torch.Tensor, mask: 
     support_basis = unit_rows(torch.stack([masked_mean(support, 1 - mask), masked_mean(support, mask)], dim=1))
     query_basis = unit_rows(torch.stack([masked_mean(query, pseudo), masked_mean(query, 1 - pseudo)], dim=1))
     q = query.flatten(2)
-    q_t = 0.5 * _rank2_map(q, query_basis, ref_query) + 0.5 * _rank2_map(q, support_basis, ref_support)
-    fg_t = _rank2_map((support * mask).flatten(2), support_basis, ref_support)
-    bg_t = _rank2_map((support * (1 - mask)).flatten(2), support_basis, ref_support)
+    to_support = _coordinates(support_basis)                                        # one pinv for three maps
+    q_t = 0.5 * _rank2_map(q, _coordinates(query_basis), ref_query) + 0.5 * _rank2_map(q, to_support, ref_support)
+    fg_t = _rank2_map((support * mask).flatten(2), to_support, ref_support)
+    bg_t = _rank2_map((support * (1 - mask)).flatten(2), to_support, ref_support)
     return q_t.view(query.shape), fg_t.view(support.shape), bg_t.view(support.shape)
 
 

@@ -63,7 +63,12 @@ def hypercorrelation(query: torch.Tensor, support: torch.Tensor) -> torch.Tensor
         [K·N, hq, wq, hs, ws], row k·N + n pairing query k with its shot n: relu of the cosine with the
         official epsilon, computed by fss_attr.ops.correlation ("dot" on pre-normalised features).
     """
-    corr = ops.correlation(normalize_official(query, 1), normalize_official(support, 2), "dot", relu=True)
+    return _normalized_hypercorrelation(normalize_official(query, 1), normalize_official(support, 2))
+
+
+def _normalized_hypercorrelation(query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """:func:`hypercorrelation` of features already normalised by :func:`normalize_official`."""
+    corr = ops.correlation(query, support, "dot", relu=True)
     k, hq, wq, n, hs, ws = corr.shape
     return corr.permute(0, 3, 1, 2, 4, 5).reshape(k * n, hq, wq, hs, ws)
 
@@ -269,9 +274,10 @@ class HSNet(MatchingAdapter):
         for q, s, m in self._level_features(episode):
             c, hs, ws = s.shape[1:]
             s = (s * m).view(b, n, c, hs, ws)
-            corrs.append(hypercorrelation(q, s))
-            query.append(normalize_official(q, 1).flatten(2).transpose(1, 2))
-            support.append(normalize_official(s, 2).flatten(3).permute(0, 1, 3, 2).reshape(b, n * hs * ws, c))
+            q, s = normalize_official(q, 1), normalize_official(s, 2)
+            corrs.append(_normalized_hypercorrelation(q, s))
+            query.append(q.flatten(2).transpose(1, 2))
+            support.append(s.flatten(3).permute(0, 1, 3, 2).reshape(b, n * hs * ws, c))
         return HypercorrelationState(corrs, b, n, episode.image_size, query=query, support=support)
 
     # -- decode -----------------------------------------------------------------------------------------------

@@ -226,10 +226,12 @@ def run_cue_study(study: CueStudy, out_dir: str | Path, progress: bool = True) -
     t = time.perf_counter()
     probes = {m: LinearProbe.fit(fmaps[f"train {m}"].mean((2, 3)), train.labels, k, study.weight_decay)
               for m in MODELS}
-    accuracies = {}
+    accuracies, cued_logits = {}, {}
     with torch.no_grad():
         for m, probe in probes.items():
-            accuracies[m] = {s: accuracy(probe(fmaps[f"test {s}"]), test.labels) for s in TEST_SETS}
+            logits = {s: probe(fmaps[f"test {s}"]) for s in TEST_SETS}
+            accuracies[m] = {s: accuracy(v, test.labels) for s, v in logits.items()}
+            cued_logits[m] = logits["cued"]
     timings["fit"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -239,8 +241,7 @@ def run_cue_study(study: CueStudy, out_dir: str | Path, progress: bool = True) -
     summaries, rows, headline = [], [], []
     for m, probe in probes.items():
         model = ProbedClassifier(features, probe)
-        with torch.no_grad():
-            prediction = probe(fmaps["test cued"]).argmax(1)
+        prediction = cued_logits[m].argmax(1)
         for e in study.explainers:
             maps = explain(e, model, shown.images, fmaps["test cued"], prediction, study.batch_size, progress)
             stats = mask_stats(maps, segments, SEGMENTS)

@@ -14,7 +14,7 @@ process; the table gives the best and the median round (the best is the least di
 a shared machine). Peak memory: each configuration once more in a fresh subprocess, after one single-state
 warm-up forward pass: the rise of the resident set's high-water mark (Linux VmHWM) during the call, or on
 CUDA the peak of allocated GPU memory above what was allocated before.
-By default the process keeps freed memory (:mod:`fss_attr.metrics.allocator`); ``--malloc default`` does not.
+By default the process keeps freed memory (:mod:`fss_attr.evaluation.allocator`); ``--malloc default`` does not.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from memory import peak_rss_delta_mb  # noqa: E402
 
 from fss_attr import AffinityExplainer  # noqa: E402
 from fss_attr.metrics import iauc_dauc  # noqa: E402
-from fss_attr.metrics.allocator import keep_freed_memory  # noqa: E402
+from fss_attr.evaluation.allocator import keep_freed_memory  # noqa: E402
 
 
 def model_and_episodes(kind: str, n: int, shots: int, size: int, seed: int, device: str = "cpu"):

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from fss_attr.fewshot.checkpoint import load_checkpoint
-from fss_attr.fewshot.episodes import EpisodeSampler, PoolFeatures
+from fss_attr.data.classification.episodes import EpisodeSampler, PoolFeatures
 from fss_attr.fewshot.ram import affex_maps, matched_region, region_activation_maps, upsample_maps
-from fss_attr.fewshot.sources import open_pool
+from fss_attr.data.classification.sources import open_pool
 from fss_attr.metrics.localisation import pointing_game, relevance_mass
 
 

@@ -14,7 +14,7 @@ import time
 import torch
 
 from fss_attr import ops
-from fss_attr.models.rcn import compare_regions
+from fss_attr.fewshot.rcn import compare_regions
 
 
 def per_pair(query: torch.Tensor, support: torch.Tensor, backend: str) -> torch.Tensor:

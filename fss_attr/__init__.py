@@ -7,8 +7,8 @@ Quick start::
     maps = AffinityExplainer("masked").explain_levels(levels, region, support_masks)
 """
 from fss_attr._extension import EXTENSION_ERROR
-from fss_attr.affex import AffinityExplainer
-from fss_attr.levels import LevelFeatures, LevelScores
+from fss_attr.affex.explainer import AffinityExplainer
+from fss_attr.affex.levels import LevelFeatures, LevelScores
 from fss_attr.ops import available_backends
 
 __version__ = "0.1.0"

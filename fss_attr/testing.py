@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from fss_attr.levels import LevelFeatures, LevelScores
+from fss_attr.affex.levels import LevelFeatures, LevelScores
 
 # DCAMA with Swin-B at 384 px: (number of levels, grid side, feature size D) per stage.
 DCAMA_LEVELS = ((2, 48, 256), (18, 24, 512), (2, 12, 1024))

@@ -7,8 +7,8 @@ from typing import Mapping
 
 import torch
 
-from fss_attr.backbones import imagenet_denormalize
-from fss_attr.episode import Episode
+from fss_attr.data.imagenet import imagenet_denormalize
+from fss_attr.data.episode import Episode
 
 
 def pyplot():

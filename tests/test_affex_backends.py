@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from fss_attr import AffinityExplainer, LevelFeatures, LevelScores
-from fss_attr.interp import linear_interp_matrix
-from fss_attr.literal import literal_support_attribution
+from fss_attr.affex.interp import linear_interp_matrix
+from fss_attr.ops.reference import literal_support_attribution
 from fss_attr.testing import random_level, random_masks, random_region
 from tests.conftest import FAST_BACKENDS, device_of, rel_err
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fss_attr import AffinityExplainer
-from fss_attr.affex import minmax, resolve_region
+from fss_attr.explanation import minmax, resolve_region
 from fss_attr.baselines import EXPLAINERS, SupportTarget, make_explainer
 from fss_attr.baselines.lime import Lime, superpixels, weighted_ridge
 from tests.test_metrics_models import ConvMatcher, LinearAdapter, blob_episode

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fss_attr.blur import gaussian_blur, gaussian_kernel1d
-from fss_attr.interp import row_weights, upsample_bilinear
+from fss_attr.affex.blur import gaussian_blur, gaussian_kernel1d
+from fss_attr.affex.interp import row_weights, upsample_bilinear
 
 
 def blur_by_convolution(x, k, sigma):

@@ -3,7 +3,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from fss_attr import ops, torch_ops
+from fss_attr import ops
+from fss_attr.ops import torch_twin
 from fss_attr._extension import has_kernel
 from tests.conftest import rel_err
 
@@ -17,7 +18,7 @@ ROW_RULES = [(True, 0), (False, 0), (True, 1), (True, 5), (False, 3)]
 def _inputs(gen, b, q, m, dtype, device, d=None):
     s = (torch.randn(b, q, m, generator=gen, dtype=torch.float64) * 3).to(dtype)
     w = torch.rand(b, 2, q, generator=gen, dtype=torch.float64)
-    w = w.to(torch_ops.acc_dtype(dtype))
+    w = w.to(torch_twin.acc_dtype(dtype))
     return s.to(device), w.to(device)
 
 
@@ -28,7 +29,7 @@ def _inputs(gen, b, q, m, dtype, device, d=None):
 def test_backproject_scores(device, shape, softmax, top_k, dtype, gen):
     s, w = _inputs(gen, *shape, dtype, device)
     got = torch.ops.fss_attr.backproject_scores(s, w, softmax, top_k)
-    want = torch_ops.backproject_scores(s.double().cpu(), w.double().cpu(), softmax, top_k)
+    want = torch_twin.backproject_scores(s.double().cpu(), w.double().cpu(), softmax, top_k)
     assert got.dtype == dtype and got.shape == (shape[0], 2, shape[2])
     assert rel_err(got, want) < (1e-12 if dtype == torch.float64 else 2e-6)
 
@@ -39,7 +40,7 @@ def test_backproject_scores_low_precision(device, dtype, gen):
     s, w = _inputs(gen, 2, 40, 300, dtype, device)
     got = torch.ops.fss_attr.backproject_scores(s, w, True, 0)
     assert got.dtype == torch.float32
-    want = torch_ops.backproject_scores(s.double().cpu(), w.double().cpu(), True, 0)
+    want = torch_twin.backproject_scores(s.double().cpu(), w.double().cpu(), True, 0)
     assert rel_err(got, want) < 2e-6  # inputs are exact in float64; the kernel accumulates in float32
 
 
@@ -54,7 +55,7 @@ def test_backproject_features(device, shape, similarity, relu, scale, softmax, t
     kf = torch.randn(b, m, d, generator=gen).to(device)
     w = torch.rand(b, 2, q, generator=gen).to(device)
     got = torch.ops.fss_attr.backproject_features(qf, kf, w, similarity, scale, relu, softmax, top_k)
-    want = torch_ops.backproject_features(qf.double().cpu(), kf.double().cpu(), w.double().cpu(), similarity, scale,
+    want = torch_twin.backproject_features(qf.double().cpu(), kf.double().cpu(), w.double().cpu(), similarity, scale,
                                           relu, softmax, top_k)
     # float32 scores carry ~1e-7·|s| error that exp turns into relative error of the same size; top-k
     # thresholds are computed on those same scores, so a near-tie can flip: compare only when none is near.
@@ -64,7 +65,7 @@ def test_backproject_features(device, shape, similarity, relu, scale, softmax, t
 
 
 def _near_tie(qf, kf, similarity, scale, relu, top_k):
-    s = torch_ops.similarity_scores(qf.double().cpu(), kf.double().cpu(), similarity, scale, relu)
+    s = torch_twin.similarity_scores(qf.double().cpu(), kf.double().cpu(), similarity, scale, relu)
     if top_k >= s.shape[-1]:
         return False
     v = torch.topk(s, min(top_k + 1, s.shape[-1]), dim=-1).values
@@ -78,7 +79,7 @@ def test_correlation_forward_backward(device, similarity, relu, top_k, gen):
     q = torch.randn(2, 5, 3, 4, generator=gen, dtype=torch.float64).to(device)
     k = torch.randn(2, 3, 5, 2, 3, generator=gen, dtype=torch.float64).to(device)
     got = ops.correlation(q, k, similarity, relu, top_k, backend=device)
-    want = torch_ops.correlation(q.cpu(), k.cpu(), similarity, relu, top_k)
+    want = torch_twin.correlation(q.cpu(), k.cpu(), similarity, relu, top_k)
     assert rel_err(got, want) < 1e-12
     q.requires_grad_(True)
     k.requires_grad_(True)
@@ -92,7 +93,7 @@ def test_correlation_float32(device, gen):
     k = torch.randn(1, 2, 16, 4, 4, generator=gen).to(device)
     got = ops.correlation(q, k, "cosine", True, 7, backend=device)
     assert got.dtype == torch.float32
-    assert rel_err(got, torch_ops.correlation(q.double().cpu(), k.double().cpu(), "cosine", True, 7)) < 1e-6
+    assert rel_err(got, torch_twin.correlation(q.double().cpu(), k.double().cpu(), "cosine", True, 7)) < 1e-6
 
 
 @pytest.mark.parametrize("device", COMPILED)
@@ -114,7 +115,7 @@ def test_torch_compile(device, gen):
     def f(s, w):
         return torch.ops.fss_attr.backproject_scores(s * 2, w, True, 0).sum(1)
 
-    assert rel_err(f(s, w), torch_ops.backproject_scores(2 * s.double().cpu(), w.double().cpu()).sum(1)) < 1e-6
+    assert rel_err(f(s, w), torch_twin.backproject_scores(2 * s.double().cpu(), w.double().cpu()).sum(1)) < 1e-6
 
 
 @pytest.mark.parametrize("device", COMPILED)
@@ -125,7 +126,7 @@ def test_property_scores_match_torch(device, b, q, m, top_k, softmax, seed):
     gen = torch.Generator().manual_seed(seed)
     s, w = _inputs(gen, b, q, m, torch.float64, device)
     got = torch.ops.fss_attr.backproject_scores(s, w, softmax, top_k)
-    assert rel_err(got, torch_ops.backproject_scores(s.cpu(), w.cpu(), softmax, top_k)) < 1e-12
+    assert rel_err(got, torch_twin.backproject_scores(s.cpu(), w.cpu(), softmax, top_k)) < 1e-12
 
 
 @pytest.mark.parametrize("device", COMPILED)

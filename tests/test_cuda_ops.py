@@ -6,7 +6,8 @@ CUDA kernels."""
 import pytest
 import torch
 
-from fss_attr import AffinityExplainer, torch_ops
+from fss_attr import AffinityExplainer
+from fss_attr.ops import torch_twin
 from fss_attr._extension import has_kernel
 from fss_attr.testing import dcama_like_levels, random_masks, random_region
 from tests.conftest import rel_err
@@ -21,7 +22,7 @@ def test_scores_large(shape, softmax, top_k, gen):
     s = (torch.randn(*shape, generator=gen) * 3).cuda()
     w = torch.rand(shape[0], 2, shape[1], generator=gen).cuda()
     got = torch.ops.fss_attr.backproject_scores(s, w, softmax, top_k)
-    want = torch_ops.backproject_scores(s.double(), w.double(), softmax, top_k)
+    want = torch_twin.backproject_scores(s.double(), w.double(), softmax, top_k)
     assert rel_err(got, want) < 1e-5
     assert rel_err(got, torch.ops.fss_attr.backproject_scores(s.cpu(), w.cpu(), softmax, top_k)) < 1e-5
 
@@ -31,7 +32,7 @@ def test_scores_dtypes(dtype, gen):
     s = torch.randn(2, 300, 4000, generator=gen).to(dtype).cuda()
     w = torch.rand(2, 2, 300, generator=gen, dtype=torch.float64 if dtype == torch.float64 else torch.float32).cuda()
     got = torch.ops.fss_attr.backproject_scores(s, w, True, 7)
-    want = torch_ops.backproject_scores(s.double(), w.double(), True, 7)
+    want = torch_twin.backproject_scores(s.double(), w.double(), True, 7)
     assert rel_err(got, want) < (1e-12 if dtype == torch.float64 else 1e-5)
 
 
@@ -48,7 +49,7 @@ def test_features_large(similarity, relu, top_k, gen):
     k = make(1, 11520, 256, gen=gen).cuda()
     w = torch.rand(1, 2, 2304, generator=gen).cuda()
     got = torch.ops.fss_attr.backproject_features(q, k, w, similarity, 0.0625, relu, True, top_k)
-    want = torch_ops.backproject_features(q.double(), k.double(), w.double(), similarity, 0.0625, relu, True, top_k)
+    want = torch_twin.backproject_features(q.double(), k.double(), w.double(), similarity, 0.0625, relu, True, top_k)
     assert rel_err(got, want) < 1e-5
 
 
@@ -75,7 +76,7 @@ def test_scores_both_versions(q, m, softmax, top_k, dtype, gen):
     w = torch.rand(2, 2, q, generator=gen)
     got = torch.ops.fss_attr.backproject_scores(s.cuda(), w.cuda(), softmax, top_k)
     assert got.dtype == torch.float32 and got.shape == (2, 2, m)
-    want = torch_ops.backproject_scores(s.double(), w.double(), softmax, top_k)  # the inputs are exact in float64
+    want = torch_twin.backproject_scores(s.double(), w.double(), softmax, top_k)  # the inputs are exact in float64
     assert rel_err(got, want) < 1e-5
 
 
@@ -97,7 +98,7 @@ def test_features_flash(shape, similarity, relu, scale, softmax, dtype, gen):
     assert got.dtype == torch.float32 and got.shape == (b, 2, m)
     # Half-precision features are exact in float64; the kernel's products of them are exact in float32 and only
     # the float32 sums differ from this reference.
-    want = torch_ops.backproject_features(qf.double(), kf.double(), w.double(), similarity, scale, relu, softmax, 0)
+    want = torch_twin.backproject_features(qf.double(), kf.double(), w.double(), similarity, scale, relu, softmax, 0)
     assert rel_err(got, want) < 1e-5
 
 
@@ -115,8 +116,8 @@ def test_features_blocked_top_k(dtype, gen):
     """Top-k (and float64) take the blocked path; small integer features make every score exact."""
     qf = torch.randint(-2, 3, (2, 130, 40), generator=gen).to(dtype)
     kf = torch.randint(-2, 3, (2, 700, 40), generator=gen).to(dtype)
-    w = torch.rand(2, 2, 130, generator=gen, dtype=torch_ops.acc_dtype(dtype))
+    w = torch.rand(2, 2, 130, generator=gen, dtype=torch_twin.acc_dtype(dtype))
     for softmax in (True, False):
         got = torch.ops.fss_attr.backproject_features(qf.cuda(), kf.cuda(), w.cuda(), "dot", 0.25, True, softmax, 9)
-        want = torch_ops.backproject_features(qf.double(), kf.double(), w.double(), "dot", 0.25, True, softmax, 9)
+        want = torch_twin.backproject_features(qf.double(), kf.double(), w.double(), "dot", 0.25, True, softmax, 9)
         assert rel_err(got, want) < (1e-12 if dtype == torch.float64 else 1e-5)

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from fss_attr import AffinityExplainer
-from fss_attr.backbones import efficientnet_lite0, imagenet_denormalize, imagenet_normalize
+from fss_attr.backbones.efficientnet import efficientnet_lite0
+from fss_attr.data.imagenet import imagenet_denormalize, imagenet_normalize
 from fss_attr.data import CLASSES, make_episode, make_episodes, render_image
 from fss_attr.models.lite_matcher import LiteMatcher
 from tests.conftest import rel_err

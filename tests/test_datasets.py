@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fss_attr.datasets import load_episode_list, load_episodes, open_source, sample_episodes
-from fss_attr.datasets import coco as coco_mod
-from fss_attr.datasets import pascal as pascal_mod
+from fss_attr.data.benchmarks import load_episode_list, load_episodes, open_source, sample_episodes
+from fss_attr.data import coco as coco_mod
+from fss_attr.data import pascal as pascal_mod
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ import torch.nn.functional as F
 import torchvision
 
 from fss_attr import AffinityExplainer, LevelFeatures
-from fss_attr.episode import Episode
+from fss_attr.data.episode import Episode
 from fss_attr.models import DCAMA, MatchingAdapter
 from fss_attr.models import dcama_blocks
 from fss_attr.models.dcama import official_keys
-from fss_attr.models.swin import SwinTransformer
+from fss_attr.backbones.swin import SwinTransformer
 from fss_attr.testing import random_region
 
 F64 = torch.float64

@@ -9,7 +9,7 @@ from fss_attr.baselines import make_explainer
 from fss_attr.cli import main
 from fss_attr.commands.evaluate import load_model, run_evaluation
 from fss_attr.metrics import evaluate
-from fss_attr.metrics.report import markdown_table, summarise
+from fss_attr.evaluation.report import markdown_table, summarise
 from tests.test_metrics_batched import CountingModel
 from tests.test_metrics_models import ConvMatcher, blob_episode
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from fss_attr import AffinityExplainer
-from fss_attr.affex import resolve_region
-from fss_attr.episode import Episode
+from fss_attr.explanation import resolve_region
+from fss_attr.data.episode import Episode
 from tests.conftest import rel_err
 from tests.toy_adapter import PooledPixelMatcher
 

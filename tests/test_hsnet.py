@@ -10,8 +10,8 @@ import torchvision
 from torch import nn
 
 from fss_attr import AffinityExplainer, ops
-from fss_attr.episode import Episode
-from fss_attr.levels import LevelFeatures, LevelScores
+from fss_attr.data.episode import Episode
+from fss_attr.affex.levels import LevelFeatures, LevelScores
 from fss_attr.models import DMTNet, HSNet
 from fss_attr.models.center_pivot import CenterPivotConv4d
 from fss_attr.models.checkpoint import load_official, read_key_list, strip_parallel_prefix

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fss_attr.affex import resolve_region
+from fss_attr.explanation import resolve_region
 from fss_attr.metrics import (auc, evaluate, evaluate_states, foreground_confidence, foreground_iou, foreground_logit,
                               iauc_at, iauc_dauc, image_insertion_deletion, image_ranks, infidelity, make_state,
                               miou_loss, moved_count, pixel_ranks, pointing_game, relevance_mass)

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fss_attr.episode import Episode
-from fss_attr.levels import LevelFeatures
+from fss_attr.data.episode import Episode
+from fss_attr.affex.levels import LevelFeatures
 from fss_attr.models import MatchingAdapter
 
 

@@ -1,4 +1,4 @@
-"""RCN and RAM (fss_attr.models.rcn, fss_attr.fewshot): the batched region comparison and meta-learner
+"""RCN and RAM (fss_attr.fewshot.rcn, fss_attr.fewshot): the batched region comparison and meta-learner
 against per-pair/per-region loops (float64), RAM's sums, episodes, loaders, training, checkpoints, the CLI."""
 import csv
 import json
@@ -10,18 +10,18 @@ from PIL import Image
 
 from fss_attr import AffinityExplainer
 from fss_attr.cli import main
-from fss_attr.fewshot import ArrayPool, EpisodeSampler, PoolFeatures, materialize
+from fss_attr.data.classification import ArrayPool, EpisodeSampler, PoolFeatures, materialize
 from fss_attr.fewshot.checkpoint import build_model, load_checkpoint, save_checkpoint
-from fss_attr.fewshot.controlled import CATALOGUE, SPLITS, controlled_pool, split_classes
+from fss_attr.data.classification.controlled import CATALOGUE, SPLITS, controlled_pool, split_classes
 from fss_attr.fewshot.evaluate import accuracy_summary, evaluate
-from fss_attr.fewshot.folders import cifar_fs, mini_imagenet
+from fss_attr.data.classification.folders import cifar_fs, mini_imagenet
 from fss_attr.fewshot.ram import (affex_maps, category_regions, cell_box, class_level, matched_region,
                                   region_activation_maps, upsample_maps)
-from fss_attr.fewshot.sources import open_pool
+from fss_attr.data.classification.sources import open_pool
 from fss_attr.fewshot.train import TrainConfig, train_episodic
-from fss_attr.models.fewshot import PrototypicalNetwork
-from fss_attr.models.fewshot_backbones import build_backbone
-from fss_attr.models.rcn import RegionComparisonNetwork, RegionWeightNet, compare_regions
+from fss_attr.fewshot.classifier import PrototypicalNetwork
+from fss_attr.backbones.fewshot import build_backbone
+from fss_attr.fewshot.rcn import RegionComparisonNetwork, RegionWeightNet, compare_regions
 from tests.conftest import FAST_BACKENDS
 
 # (Qn, S, C, h, w)

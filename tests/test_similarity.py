@@ -294,7 +294,7 @@ def test_similarity_curves_batched_matches_loop(gen):
 def test_controlled_triplets():
     import numpy as np
 
-    from fss_attr.backbones import imagenet_normalize
+    from fss_attr.data.imagenet import imagenet_normalize
     from fss_attr.data.controlled import CLASSES, render_image
     from fss_attr.data.textures import BACKGROUND_SOURCES
 

@@ -1,8 +1,8 @@
-"""The pure-PyTorch twins (fss_attr.torch_ops) against a row-by-row reading of docs/ops.md."""
+"""The pure-PyTorch twins (fss_attr.ops.torch_twin) against a row-by-row reading of docs/ops.md."""
 import pytest
 import torch
 
-from fss_attr import torch_ops
+from fss_attr.ops import torch_twin
 from tests.conftest import rel_err
 
 
@@ -39,14 +39,14 @@ def naive_backproject(scores, weights, softmax, top_k):
 def test_backproject_scores_matches_row_definition(shape, softmax, top_k, gen):
     scores = torch.randn(*shape, generator=gen, dtype=torch.float64) * 3
     weights = torch.rand(shape[0], 2, shape[1], generator=gen, dtype=torch.float64)
-    got = torch_ops.backproject_scores(scores, weights, softmax, top_k, chunk_rows=2)
+    got = torch_twin.backproject_scores(scores, weights, softmax, top_k, chunk_rows=2)
     assert rel_err(got, naive_backproject(scores, weights, softmax, top_k)) < 1e-12
 
 
 def test_top_k_keeps_all_ties():
     scores = torch.tensor([[[1.0, 3.0, 3.0, 2.0, 3.0]]], dtype=torch.float64)
     weights = torch.ones(1, 2, 1, dtype=torch.float64)
-    got = torch_ops.backproject_scores(scores, weights, softmax=True, top_k=2)
+    got = torch_twin.backproject_scores(scores, weights, softmax=True, top_k=2)
     assert torch.allclose(got[0, 0], torch.tensor([0, 1 / 3, 1 / 3, 0, 1 / 3], dtype=torch.float64))
 
 
@@ -67,7 +67,7 @@ def test_backproject_features_equals_scores_of_features(similarity, relu, top_k,
                     v = v / (q[b, i].norm() * k[b, j].norm())
                 s[b, i, j] = max(scale * v, 0.0) if relu else scale * v
     want = naive_backproject(s, w, True, top_k)
-    got = torch_ops.backproject_features(q, k, w, similarity, scale, relu, True, top_k, chunk_rows=4)
+    got = torch_twin.backproject_features(q, k, w, similarity, scale, relu, True, top_k, chunk_rows=4)
     assert rel_err(got, want) < 1e-12
 
 
@@ -77,7 +77,7 @@ def test_correlation_matches_loops(similarity, relu, top_k, gen):
     b, c, n = 2, 4, 2
     q = torch.randn(b, c, 3, 2, generator=gen, dtype=torch.float64)
     k = torch.randn(b, n, c, 2, 3, generator=gen, dtype=torch.float64)
-    got = torch_ops.correlation(q, k, similarity, relu, top_k)
+    got = torch_twin.correlation(q, k, similarity, relu, top_k)
     assert got.shape == (b, 3, 2, n, 2, 3)
     for bi in range(b):
         for y in range(3):

@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from fss_attr.levels import LevelFeatures
+from fss_attr.affex.levels import LevelFeatures
 from fss_attr.models import MatchingAdapter
 
 

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fss_attr.affex import minmax, resolve_region
-from fss_attr.episode import Episode
+from fss_attr.explanation import minmax, resolve_region
+from fss_attr.data.episode import Episode
 from fss_attr.metrics.scores import foreground_logit
 
 
 @dataclass
 class Attribution:
-    """What a baseline's ``explain`` returns (the fields of :class:`fss_attr.affex.Explanation` but level weights).
+    """What a baseline's ``explain`` returns (the fields of :class:`fss_attr.affex.explainer.Explanation` but level weights).
 
     Attributes:
         maps: [B, N, H, W] float32 attribution over the support images, min-max scaled to [0, 1] per episode.
@@ -86,7 +86,7 @@ class SupportExplainer:
             :class:`Attribution` with ``.maps`` [B, N, H, W] float32 in [0, 1].
         """
         if not isinstance(episode, Episode):
-            raise TypeError(f"episode must be an fss_attr.episode.Episode, got {type(episode).__name__}")
+            raise TypeError(f"episode must be an fss_attr.data.episode.Episode, got {type(episode).__name__}")
         with torch.no_grad():
             logits = adapter(episode)
         r = resolve_region(region, logits, episode.query_mask)

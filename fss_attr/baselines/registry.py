@@ -1,7 +1,7 @@
 """``make_explainer(name, **kw)``: every explainer by name, AffEx variants included."""
 from __future__ import annotations
 
-from fss_attr.affex import AffinityExplainer
+from fss_attr.affex.explainer import AffinityExplainer
 from fss_attr.baselines.gradients import DeepLift, GradientShap, IntegratedGradients, Saliency
 from fss_attr.baselines.lime import Lime
 from fss_attr.baselines.simple import GaussNoise, Random

@@ -3,7 +3,7 @@ a paper-shaped markdown table and a PNG of the mean curves.
 
 Default: LiteMatcher (ImageNet-pretrained EfficientNet-Lite0, installed offline) on controlled 5-shot
 episodes (:func:`fss_attr.data.controlled.make_episodes`), no download. ``--dataset pascal|coco --root PATH
---fold F`` reads a benchmark through :func:`fss_attr.datasets.load_episodes` instead.
+--fold F`` reads a benchmark through :func:`fss_attr.data.benchmarks.load_episodes` instead.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "1.5x faster after a few minutes of compiling; needs a C++ compiler)")
     parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
                         help="keep: stop glibc from unmapping freed blocks (faster batched CPU inference, the "
-                             "process keeps its peak memory; see fss_attr.metrics.allocator); default: leave it")
+                             "process keeps its peak memory; see fss_attr.evaluation.allocator); default: leave it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -103,7 +103,7 @@ def load_episodes(args) -> Iterable:
         return make_episodes(args.episodes, seed=args.seed, n_shots=args.shots, size=size, batch_size=1)
     if args.root is None:
         raise SystemExit(f"fss-attr evaluate: --dataset {args.dataset} needs --root PATH")
-    from fss_attr.datasets import load_episodes as load
+    from fss_attr.data.benchmarks import load_episodes as load
 
     return load(args.dataset, args.root, args.fold, n=args.episodes, seed=args.seed, shots=args.shots, size=size,
                 episode_list=args.episode_list)
@@ -116,7 +116,7 @@ def run_evaluation(adapter, episodes: Iterable, explainers: dict, metrics: tuple
     """Explain every episode with every explainer, score the maps, and write the outputs.
 
     Args:
-        adapter: the model; episodes: iterable of batch-1 :class:`fss_attr.episode.Episode`.
+        adapter: the model; episodes: iterable of batch-1 :class:`fss_attr.data.episode.Episode`.
         explainers: {name: explainer with ``explain(adapter, episode, region) -> .maps``}.
         metrics: metric names (:mod:`fss_attr.metrics.evaluate`); localisation metrics are skipped for
             episodes without support evidence.
@@ -131,7 +131,7 @@ def run_evaluation(adapter, episodes: Iterable, explainers: dict, metrics: tuple
     from tqdm import tqdm
 
     from fss_attr.metrics import LOCALISATION_METRICS, evaluate
-    from fss_attr.metrics.report import markdown_table, plot_curves, summarise
+    from fss_attr.evaluation.report import markdown_table, plot_curves, summarise
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -227,7 +227,7 @@ def run(args) -> int:
             return 2
         torch.set_num_threads(args.threads)
     if args.malloc == "keep":
-        from fss_attr.metrics.allocator import keep_freed_memory
+        from fss_attr.evaluation.allocator import keep_freed_memory
 
         keep_freed_memory()
     torch.manual_seed(args.seed)

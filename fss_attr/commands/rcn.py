@@ -73,7 +73,7 @@ def run(args) -> int:
 
 
 def _pool(args, split, images_per_class=None):
-    from fss_attr.fewshot.sources import open_pool
+    from fss_attr.data.classification.sources import open_pool
 
     return open_pool(args.data, split, args.root, (args.image_size, args.image_size),
                      images_per_class or args.images_per_class, cache_dir=args.cache)
@@ -111,7 +111,7 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from fss_attr.fewshot.checkpoint import load_checkpoint
-    from fss_attr.fewshot.episodes import PoolFeatures
+    from fss_attr.data.classification.episodes import PoolFeatures
     from fss_attr.fewshot.evaluate import evaluate
 
     pool = _pool(args, args.split)
@@ -143,12 +143,12 @@ def _explain(args) -> int:
     import torch
 
     from fss_attr.fewshot.checkpoint import load_checkpoint
-    from fss_attr.fewshot.episodes import EpisodeSampler, materialize
+    from fss_attr.data.classification.episodes import EpisodeSampler, materialize
     from fss_attr.fewshot.plot import plot_ram
     from fss_attr.fewshot.ram import (affex_maps, category_regions, matched_region, region_activation_maps,
                                       upsample_maps)
     from fss_attr.metrics.localisation import relevance_mass
-    from fss_attr.models.rcn import RegionComparisonNetwork
+    from fss_attr.fewshot.rcn import RegionComparisonNetwork
 
     model, _ = load_checkpoint(args.weights)
     if not isinstance(model, RegionComparisonNetwork):

@@ -1,4 +1,15 @@
-"""Offline data: controlled few-shot episodes built from scikit-image's bundled real photos."""
-from fss_attr.data.controlled import CLASSES, ControlledImage, make_episode, make_episodes, render_image
+"""Episodes and where they come from.
 
-__all__ = ["CLASSES", "ControlledImage", "make_episode", "make_episodes", "render_image"]
+- :mod:`fss_attr.data.episode`: :class:`~fss_attr.data.episode.Episode`, a batch of few-shot segmentation episodes;
+- :mod:`fss_attr.data.controlled`: controlled episodes built offline from scikit-image's bundled real photos,
+  with known support evidence (:mod:`fss_attr.data.textures` draws their textures);
+- :mod:`fss_attr.data.pascal`, :mod:`fss_attr.data.coco`: PASCAL-5i and COCO-20i on disk;
+  :mod:`fss_attr.data.episode_list`: sampled and replayable episode lists; :mod:`fss_attr.data.benchmarks`:
+  one call from a benchmark name to episodes;
+- :mod:`fss_attr.data.classification`: few-shot classification pools and episodes;
+- :mod:`fss_attr.data.imagenet`: the ImageNet colour normalization all images carry.
+"""
+from fss_attr.data.controlled import CLASSES, ControlledImage, make_episode, make_episodes, render_image
+from fss_attr.data.episode import Episode
+
+__all__ = ["CLASSES", "ControlledImage", "Episode", "make_episode", "make_episodes", "render_image"]

@@ -15,9 +15,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from fss_attr.backbones import imagenet_normalize
+from fss_attr.data.imagenet import imagenet_normalize
 from fss_attr.data.textures import BACKGROUND_SOURCES, CLASS_SOURCES, background, class_texture, random_crop
-from fss_attr.episode import Episode
+from fss_attr.data.episode import Episode
 
 CLASSES = tuple(CLASS_SOURCES)
 CUES = ("watermark", "frame")

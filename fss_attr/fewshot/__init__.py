@@ -1,8 +1,4 @@
-"""Few-shot image classification: image pools (controlled classes from bundled photos, miniImageNet and
-CIFAR-FS folders), deterministic N-way K-shot episodes, episodic training, accuracy with 95% intervals, and
-Region Activation Mapping for the Region Comparison Network (:mod:`fss_attr.models.rcn`)."""
-from fss_attr.fewshot.episodes import ClassificationEpisode, EpisodeSampler, EpisodeSpec, PoolFeatures, materialize
-from fss_attr.fewshot.pool import ArrayPool, FolderPool, ImagePool
-
-__all__ = ["ImagePool", "ArrayPool", "FolderPool", "EpisodeSpec", "EpisodeSampler", "ClassificationEpisode",
-           "PoolFeatures", "materialize"]
+"""Few-shot image classification models and their explanation: the Region Comparison Network
+(:mod:`fss_attr.fewshot.rcn`), the prototypical baseline (:mod:`fss_attr.fewshot.classifier`), episodic
+training and evaluation with 95% intervals, and Region Activation Mapping (:mod:`fss_attr.fewshot.ram`).
+Data (pools, episodes) live in :mod:`fss_attr.data.classification`; backbones in :mod:`fss_attr.backbones`."""

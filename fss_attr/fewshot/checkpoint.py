@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from fss_attr.models.fewshot import FewShotClassifier, PrototypicalNetwork
-from fss_attr.models.rcn import RegionComparisonNetwork
+from fss_attr.fewshot.classifier import FewShotClassifier, PrototypicalNetwork
+from fss_attr.fewshot.rcn import RegionComparisonNetwork
 
 METHODS = {"rcn": RegionComparisonNetwork, "protonet": PrototypicalNetwork}
 

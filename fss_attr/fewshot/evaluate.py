@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fss_attr.fewshot.episodes import EpisodeSampler, PoolFeatures
-from fss_attr.fewshot.pool import ImagePool
+from fss_attr.data.classification.episodes import EpisodeSampler, PoolFeatures
+from fss_attr.data.classification.pool import ImagePool
 
 
 @dataclass
@@ -44,7 +44,7 @@ def evaluate(model, pool: ImagePool, n_way: int = 5, k_shot: int = 1, n_query: i
              seed: int = 0, features: PoolFeatures | None = None, progress: bool = True) -> Accuracy:
     """Accuracy of ``model`` (eval mode) on ``episodes`` episodes of ``pool``.
 
-    The backbone runs once over the pool (:class:`~fss_attr.fewshot.episodes.PoolFeatures`; pass
+    The backbone runs once over the pool (:class:`~fss_attr.data.classification.episodes.PoolFeatures`; pass
     ``features`` to share it between shot counts); each episode then only runs the classifier head.
     """
     from tqdm import tqdm

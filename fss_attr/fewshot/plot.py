@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from fss_attr.fewshot.episodes import ClassificationEpisode
+from fss_attr.data.classification.episodes import ClassificationEpisode
 from fss_attr.fewshot.ram import CategoryRegions, RegionActivationMaps, cell_box, upsample_maps
 from fss_attr.viz import display_rgb, pyplot, save_figure
 

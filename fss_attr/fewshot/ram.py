@@ -1,6 +1,6 @@
 """Region Activation Mapping (RAM) for the Region Comparison Network, and AffEx on RCN's correlation.
 
-RCN's class score is a sum over support regions: y_c = (1/K) Σ_k Σ_r w_r·s_r (:mod:`fss_attr.models.rcn`).
+RCN's class score is a sum over support regions: y_c = (1/K) Σ_k Σ_r w_r·s_r (:mod:`fss_attr.fewshot.rcn`).
 RAM shows the terms of that sum:
 
 - support map: region r of shot k of class c holds w_r·s_r / K. Before upsampling, a class's support maps
@@ -28,13 +28,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fss_attr.affex import AffinityExplainer
-from fss_attr.fewshot.episodes import EpisodeSampler, PoolFeatures
-from fss_attr.fewshot.pool import ImagePool
-from fss_attr.interp import upsample_bilinear
-from fss_attr.levels import LevelScores
-from fss_attr.models.fewshot import check_labels
-from fss_attr.models.rcn import RCNOutput, RegionComparisonNetwork
+from fss_attr.affex.explainer import AffinityExplainer
+from fss_attr.data.classification.episodes import EpisodeSampler, PoolFeatures
+from fss_attr.data.classification.pool import ImagePool
+from fss_attr.affex.interp import upsample_bilinear
+from fss_attr.affex.levels import LevelScores
+from fss_attr.fewshot.classifier import check_labels
+from fss_attr.fewshot.rcn import RCNOutput, RegionComparisonNetwork
 
 
 @dataclass

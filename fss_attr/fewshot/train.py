@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fss_attr.fewshot.episodes import EpisodeSampler, PoolFeatures
+from fss_attr.data.classification.episodes import EpisodeSampler, PoolFeatures
 from fss_attr.fewshot.evaluate import evaluate
-from fss_attr.fewshot.pool import ImagePool
+from fss_attr.data.classification.pool import ImagePool
 
 
 @dataclass

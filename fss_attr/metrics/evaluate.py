@@ -25,7 +25,7 @@ import re
 
 import torch
 
-from fss_attr.episode import Episode
+from fss_attr.data.episode import Episode
 from fss_attr.metrics import fss
 from fss_attr.metrics.infidelity import infidelity
 from fss_attr.metrics.localisation import pointing_game, relevance_mass

@@ -25,8 +25,8 @@ from typing import Callable
 
 import torch
 
-from fss_attr.affex import resolve_region
-from fss_attr.episode import Episode
+from fss_attr.explanation import resolve_region
+from fss_attr.data.episode import Episode
 from fss_attr.metrics.perturbation import ORIGINAL, State, auc, evaluate_states, make_state, moved_count
 from fss_attr.validation import check_mask
 
@@ -141,7 +141,7 @@ def _pixels(episode: Episode) -> int:
 
 def resolve_episode_region(region, adapter, episode: Episode) -> torch.Tensor:
     """The query region R [B, H, W] bool: a tensor as given, or "logits" / "gt" / "all" as in
-    :func:`fss_attr.affex.resolve_region` ("logits" runs the model on the original episode)."""
+    :func:`fss_attr.affex.explainer.resolve_region` ("logits" runs the model on the original episode)."""
     if isinstance(region, torch.Tensor):
         return check_mask("region", region, (episode.batch_size, *episode.image_size), episode.device)
     logits = None
@@ -171,7 +171,7 @@ def iauc_at(adapter, episode: Episode, attributions: torch.Tensor, region="logit
 
     Args:
         region: the query region R: "logits" (the prediction on the original episode), "gt", "all" or a
-            [B, H, W] bool tensor (as in :func:`fss_attr.affex.resolve_region`).
+            [B, H, W] bool tensor (as in :func:`fss_attr.affex.explainer.resolve_region`).
     """
     plan = iauc_at_plan(_pixels(episode), p, steps, name="value")
     r = resolve_episode_region(region, adapter, episode)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from fss_attr.episode import Episode
+from fss_attr.data.episode import Episode
 from fss_attr.metrics.perturbation import ORIGINAL, check_attributions, forward_supports, scorer
 from fss_attr.validation import check_mask
 

@@ -27,7 +27,7 @@ from typing import Callable, Hashable, Iterable, Sequence
 
 import torch
 
-from fss_attr.episode import Episode
+from fss_attr.data.episode import Episode
 from fss_attr.metrics.scores import SCORES
 from fss_attr.validation import check_mask, check_tensor
 

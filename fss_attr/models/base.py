@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from fss_attr.episode import Episode
-from fss_attr.levels import LevelFeatures, LevelScores
+from fss_attr.data.episode import Episode
+from fss_attr.affex.levels import LevelFeatures, LevelScores
 
 
 class MatchingAdapter(nn.Module, abc.ABC):

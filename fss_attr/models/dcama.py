@@ -37,13 +37,13 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from fss_attr.episode import Episode
-from fss_attr.levels import LevelFeatures
+from fss_attr.data.episode import Episode
+from fss_attr.affex.levels import LevelFeatures
 from fss_attr.models import checkpoint
 from fss_attr.models.base import MatchingAdapter
 from fss_attr.models.dcama_blocks import DCAMAHead
-from fss_attr.models.resnet_features import bottleneck_count, bottleneck_features
-from fss_attr.models.swin import SwinTransformer, swin_b_384
+from fss_attr.backbones.resnet import bottleneck_count, bottleneck_features
+from fss_attr.backbones.swin import SwinTransformer, swin_b_384
 
 BACKBONES = ("swin_b", "resnet50")
 RESNET_CHANNELS = (256, 512, 1024, 2048)
@@ -84,7 +84,7 @@ class DCAMA(MatchingAdapter):
 
     Args:
         backbone: "swin_b" (Swin-B, 384 px, window 12), "resnet50" (torchvision ResNet-50), or a module:
-            a :class:`fss_attr.models.swin.SwinTransformer` or a torchvision ``ResNet`` with bottleneck blocks
+            a :class:`fss_attr.backbones.swin.SwinTransformer` or a torchvision ``ResNet`` with bottleneck blocks
             (e.g. for reduced configurations in tests). Weights are random; load a checkpoint to use the model.
     """
 
@@ -189,7 +189,7 @@ class DCAMA(MatchingAdapter):
 
     def _check_episode(self, episode):
         if not isinstance(episode, Episode):
-            raise TypeError(f"episode must be a fss_attr.episode.Episode, got {type(episode).__name__}")
+            raise TypeError(f"episode must be a fss_attr.data.episode.Episode, got {type(episode).__name__}")
         h, w = episode.image_size
         if h != w:
             raise ValueError(f"DCAMA takes square images (its decoder upsamples square grids), got {h}×{w}")

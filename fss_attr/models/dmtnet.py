@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fss_attr.episode import Episode
-from fss_attr.levels import LevelScores
+from fss_attr.data.episode import Episode
+from fss_attr.affex.levels import LevelScores
 from fss_attr.models.hsnet import HSNet, HypercorrelationState, hypercorrelation
 
 PROTOTYPE_EPS = 1e-6      # masked-mean denominators and row normalisation in the official code

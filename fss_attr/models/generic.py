@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from torch import nn
 
-from fss_attr.episode import Episode
-from fss_attr.levels import LevelFeatures
+from fss_attr.data.episode import Episode
+from fss_attr.affex.levels import LevelFeatures
 from fss_attr.models.base import MatchingAdapter
-from fss_attr.torch_ops import similarity_scores
+from fss_attr.ops.torch_twin import similarity_scores
 
 @dataclass
 class _Level:

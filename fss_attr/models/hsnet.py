@@ -36,12 +36,12 @@ import torchvision
 from torch import nn
 
 from fss_attr import ops
-from fss_attr.episode import Episode
-from fss_attr.levels import LevelFeatures, LevelScores
+from fss_attr.data.episode import Episode
+from fss_attr.affex.levels import LevelFeatures, LevelScores
 from fss_attr.models import checkpoint
 from fss_attr.models.base import MatchingAdapter
 from fss_attr.models.center_pivot import CenterPivotConv4d
-from fss_attr.models.resnet_features import bottleneck_count, bottleneck_features
+from fss_attr.backbones.resnet import bottleneck_count, bottleneck_features
 
 OFFICIAL_COSINE_EPS = 1e-5
 SHOT_FUSIONS = ("vote", "mean")
@@ -181,7 +181,7 @@ class HSNet(MatchingAdapter):
 
     Parameter and buffer names match the official checkpoints (``backbone.*``, ``hpn_learner.*``); load one with
     :meth:`load_official` or :meth:`from_checkpoint` (keys with or without the ``"module."`` prefix).
-    Images are expected ImageNet-normalised (fss_attr.backbones.imagenet_normalize), as the official data
+    Images are expected ImageNet-normalised (fss_attr.data.imagenet.imagenet_normalize), as the official data
     loaders do. The backbone stays in eval mode (as in the official ``train_mode``).
 
     Args:
@@ -247,7 +247,7 @@ class HSNet(MatchingAdapter):
 
     def _check_episode(self, episode) -> None:
         if not isinstance(episode, Episode):
-            raise TypeError(f"episode must be a fss_attr.episode.Episode, got {type(episode).__name__}")
+            raise TypeError(f"episode must be a fss_attr.data.episode.Episode, got {type(episode).__name__}")
         weight = self.hpn_learner.decoder2[-1].weight
         if episode.query.dtype != weight.dtype:
             raise TypeError(f"episode images are {episode.query.dtype} but {type(self).__name__}'s parameters are "

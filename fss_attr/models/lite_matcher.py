@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from fss_attr.backbones import LiteBackbone, efficientnet_lite0
+from fss_attr.backbones.efficientnet import LiteBackbone, efficientnet_lite0
 from fss_attr.models.generic import FeatureMatcher
 
 DEFAULT_BLOCKS = (4, 7, 10, 13, 15)  # strides 8, 16, 16, 32, 32; channels 40, 80, 112, 192, 320

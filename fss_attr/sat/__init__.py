@@ -10,12 +10,12 @@ Typical use, streaming over a data set::
         acc.update(stats, classes)
     print(plain_table(acc.summary()))
 
-See :mod:`fss_attr.sat.normalise` for how maps are made comparable across images. Gradient explainers of image
+See :mod:`fss_attr.sat.normalize` for how maps are made comparable across images. Gradient explainers of image
 classifiers (:mod:`fss_attr.sat.saliency`) and a linear probe on frozen features (:mod:`fss_attr.sat.classifier`)
 serve the demonstration in :mod:`fss_attr.sat.cue_study` (``fss-attr sat``), which is not imported here.
 """
 from fss_attr.sat.classifier import LinearProbe, ProbedClassifier
-from fss_attr.sat.normalise import NORMALISATIONS, normalise_maps
+from fss_attr.sat.normalize import NORMALISATIONS, normalise_maps
 from fss_attr.sat.plots import plot_heatmap, plot_reliance_bars
 from fss_attr.sat.reduce import ROW_COLUMNS, SegmentStats, coco_stats, label_stats, mask_stats, segment_stats
 from fss_attr.sat.saliency import class_score, grad_cam, input_gradient

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fss_attr.backbones import efficientnet_lite0, imagenet_normalize
+from fss_attr.backbones.efficientnet import efficientnet_lite0
+from fss_attr.data.imagenet import imagenet_normalize
 from fss_attr.data.controlled import CLASSES, CUES, render_image
 from fss_attr.sat.classifier import LinearProbe, ProbedClassifier
 from fss_attr.sat.plots import plot_heatmap, plot_reliance_bars

@@ -16,7 +16,7 @@ Attribution Table holds follows from them: mean saliency = inside / count, share
 - COCO annotations: decoded to binary masks (:func:`fss_attr.sat.segments.coco_masks`), then as masks.
 
 The reduction reads the raw maps; the per-image normalisation (an affine map, see
-:mod:`fss_attr.sat.normalise`) is applied to the [B, S] sums afterwards: sum' = (sum - offset·count) / scale.
+:mod:`fss_attr.sat.normalize`) is applied to the [B, S] sums afterwards: sum' = (sum - offset·count) / scale.
 Accumulation runs in float64 for float64 maps and in float32 otherwise (float16/bfloat16 maps are upcast); pixel
 counts are exact (with TF32 matrix products enabled on GPU, mask sums would be rounded to TF32's 10-bit mantissa).
 """
@@ -27,7 +27,7 @@ from typing import Sequence
 
 import torch
 
-from fss_attr.sat.normalise import check_normalise, normalise_params
+from fss_attr.sat.normalize import check_normalise, normalise_params
 from fss_attr.sat.segments import check_names, coco_masks, label_table
 from fss_attr.validation import check_mask, check_tensor
 
@@ -162,7 +162,7 @@ def label_stats(maps: torch.Tensor, labels: torch.Tensor, names, normalise: str 
         names: the name table: a sequence (label i -> names[i]) or a mapping {label: name}; labels without a
             name (e.g. 255) are ignored. Histograms run over 0..(largest named label + 1), so tables of very
             large label values cost memory in proportion (renumber them first).
-        normalise: see :mod:`fss_attr.sat.normalise`.
+        normalise: see :mod:`fss_attr.sat.normalize`.
     """
     maps, totals = _prepare(maps, normalise)
     check_tensor("labels", labels, ndim=3)
@@ -197,7 +197,7 @@ def mask_stats(maps: torch.Tensor, masks: torch.Tensor, names: Sequence[str], no
         maps: [B, H, W] floating saliency maps.
         masks: [B, S, H, W] bool or 0/1 (same device as maps); an all-zero mask is a missing segment.
         names: S distinct segment names.
-        normalise: see :mod:`fss_attr.sat.normalise`.
+        normalise: see :mod:`fss_attr.sat.normalize`.
     """
     maps, totals = _prepare(maps, normalise)
     check_tensor("masks", masks, ndim=4)

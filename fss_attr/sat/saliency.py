@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from fss_attr.interp import upsample_bilinear
+from fss_attr.affex.interp import upsample_bilinear
 from fss_attr.validation import check_tensor
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fss_attr.backbones import imagenet_normalize
+from fss_attr.data.imagenet import imagenet_normalize
 from fss_attr.metrics.localisation import pointing_game, relevance_mass
 from fss_attr.metrics.perturbation import MODES, auc, check_batch_size, chunks, moved_count, pixel_ranks
 from fss_attr.similarity.explainers import GradientAttention, check_model, default_methods

@@ -50,8 +50,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fss_attr.affex import minmax
-from fss_attr.interp import upsample_bilinear
+from fss_attr.explanation import minmax
+from fss_attr.affex.interp import upsample_bilinear
 from fss_attr.similarity.measures import check_similarity, head_vjp, similarity, similarity_grad
 from fss_attr.similarity.model import NORM_EPS, EmbeddingModel
 from fss_attr.validation import check_tensor

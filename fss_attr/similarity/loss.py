@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fss_attr.interp import upsample_bilinear
+from fss_attr.affex.interp import upsample_bilinear
 from fss_attr.similarity.explainers import GradientAttention, check_model
 from fss_attr.similarity.model import EmbeddingModel
 from fss_attr.validation import check_tensor

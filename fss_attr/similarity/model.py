@@ -80,7 +80,7 @@ class LiteHeadFeatures(nn.Module):
 
     def __init__(self, backbone):
         super().__init__()
-        self.backbone = backbone  # a fss_attr.backbones.LiteBackbone ending at block 15
+        self.backbone = backbone  # a fss_attr.backbones.efficientnet.LiteBackbone ending at block 15
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.backbone.net
@@ -98,9 +98,9 @@ def default_model(pretrained: bool = True, layer: int | str = "head", device="cp
             signed: the blocks end in a linear projection).
         device: where the model lives.
 
-    Inputs are ImageNet-normalised RGB (:func:`fss_attr.backbones.imagenet_normalize`).
+    Inputs are ImageNet-normalised RGB (:func:`fss_attr.data.imagenet.imagenet_normalize`).
     """
-    from fss_attr.backbones import efficientnet_lite0
+    from fss_attr.backbones.efficientnet import efficientnet_lite0
 
     if layer == "head":
         return EmbeddingModel(LiteHeadFeatures(efficientnet_lite0(pretrained, device, blocks=(15,))), normalize=True)

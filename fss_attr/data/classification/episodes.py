@@ -1,4 +1,4 @@
-"""N-way K-shot classification episodes sampled from an :class:`~fss_attr.fewshot.pool.ImagePool`.
+"""N-way K-shot classification episodes sampled from an :class:`~fss_attr.data.classification.pool.ImagePool`.
 
 Episode ``index`` of a sampler with seed ``seed`` is drawn by ``np.random.default_rng([seed, index])``: the
 same (seed, index) always gives the same episode, whatever was sampled before. Within an episode the
@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fss_attr.backbones import imagenet_normalize
-from fss_attr.fewshot.pool import ImagePool
+from fss_attr.data.imagenet import imagenet_normalize
+from fss_attr.data.classification.pool import ImagePool
 
 
 @dataclass(frozen=True)
-class EpisodeSpec:
+class ClassificationEpisodeSpec:
     """Which pool images an episode holds.
 
     Attributes:
@@ -52,7 +52,7 @@ class ClassificationEpisode:
         query: [Qn, 3, H, W] float32 ImageNet-normalised query images (Qn = n_way·n_query, label-major).
         query_labels: [Qn] int64 labels in 0..n_way-1.
         class_names: the n_way class names in label order.
-        spec: the pool indices (:class:`EpisodeSpec`).
+        spec: the pool indices (:class:`ClassificationEpisodeSpec`).
         support_masks: [n_way, K, H, W] bool object masks, or None when the pool has none.
         query_masks: [Qn, H, W] bool, or None.
     """
@@ -61,7 +61,7 @@ class ClassificationEpisode:
     query: torch.Tensor
     query_labels: torch.Tensor
     class_names: tuple[str, ...]
-    spec: EpisodeSpec
+    spec: ClassificationEpisodeSpec
     support_masks: torch.Tensor | None = None
     query_masks: torch.Tensor | None = None
 
@@ -107,7 +107,7 @@ class EpisodeSampler:
         if short:
             raise ValueError(f"k_shot + n_query = {need} images per class are needed; classes with fewer: {short}")
 
-    def spec(self, index: int) -> EpisodeSpec:
+    def spec(self, index: int) -> ClassificationEpisodeSpec:
         """The pool indices of episode ``index`` (deterministic in (seed, index))."""
         index = _positive_int("index", index, 0)
         rng = np.random.default_rng([self.seed, index])
@@ -117,7 +117,7 @@ class EpisodeSampler:
             picks = rng.choice(self.pool.count(int(c)), size=self.k_shot + self.n_query, replace=False)
             support.append(tuple(int(i) for i in picks[: self.k_shot]))
             query.append(tuple(int(i) for i in picks[self.k_shot:]))
-        return EpisodeSpec(tuple(int(c) for c in classes), tuple(support), tuple(query))
+        return ClassificationEpisodeSpec(tuple(int(c) for c in classes), tuple(support), tuple(query))
 
     def episode(self, index: int) -> ClassificationEpisode:
         return materialize(self.pool, self.spec(index))
@@ -125,7 +125,7 @@ class EpisodeSampler:
     __getitem__ = episode
 
 
-def materialize(pool: ImagePool, spec: EpisodeSpec) -> ClassificationEpisode:
+def materialize(pool: ImagePool, spec: ClassificationEpisodeSpec) -> ClassificationEpisode:
     """The images (ImageNet-normalised), labels and masks of ``spec``."""
     support = torch.stack([torch.stack([pool.image(c, i) for i in ids]) for c, ids in zip(spec.classes, spec.support)])
     query = torch.stack([pool.image(c, i) for c, ids in zip(spec.classes, spec.query) for i in ids])
@@ -162,7 +162,7 @@ class PoolFeatures:
         model.train(was_training)
         self.features = torch.cat(chunks)          # [total, C, h, w]
 
-    def gather(self, spec: EpisodeSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    def gather(self, spec: ClassificationEpisodeSpec) -> tuple[torch.Tensor, torch.Tensor]:
         """(support [n_way, K, C, h, w], query [Qn, C, h, w]) features of ``spec``."""
         s = torch.tensor([[self.offsets[c] + i for i in ids] for c, ids in zip(spec.classes, spec.support)])
         q = torch.tensor([self.offsets[c] + i for c, ids in zip(spec.classes, spec.query) for i in ids])

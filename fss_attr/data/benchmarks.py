@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from fss_attr.datasets.episodes import (EpisodeSpec, episode_from_spec, iterate_episodes, load_episode_list,
+from fss_attr.data.episode_list import (EpisodeSpec, episode_from_spec, iterate_episodes, load_episode_list,
                                         sample_episodes, save_episode_list)
-from fss_attr.episode import Episode
+from fss_attr.data.episode import Episode
 
 __all__ = ["EpisodeSpec", "sample_episodes", "save_episode_list", "load_episode_list", "episode_from_spec",
            "iterate_episodes", "open_source", "load_episodes"]
@@ -15,10 +15,10 @@ __all__ = ["EpisodeSpec", "sample_episodes", "save_episode_list", "load_episode_
 def open_source(name: str, root: str | Path, fold: int, split: str = "val"):
     """The benchmark loader for ``name`` ("pascal" or "coco")."""
     if name == "pascal":
-        from fss_attr.datasets.pascal import Pascal5i
+        from fss_attr.data.pascal import Pascal5i
         return Pascal5i(root, fold, split)
     if name == "coco":
-        from fss_attr.datasets.coco import Coco20i
+        from fss_attr.data.coco import Coco20i
         return Coco20i(root, fold, split)
     raise ValueError(f"dataset must be 'pascal' or 'coco', got {name!r}")
 

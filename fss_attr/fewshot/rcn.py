@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fss_attr import ops
-from fss_attr.models.fewshot import FewShotClassifier, check_episode_features, check_labels
-from fss_attr.models.fewshot_backbones import build_backbone
+from fss_attr.fewshot.classifier import FewShotClassifier, check_episode_features, check_labels
+from fss_attr.backbones.fewshot import build_backbone
 from fss_attr.validation import check_tensor
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fss_attr import torch_ops
+from fss_attr.ops import torch_twin
 from fss_attr.validation import check_grid, check_tensor
 
 SIMILARITIES = ("dot", "cosine")
@@ -99,8 +99,8 @@ class LevelFeatures:
 
     def materialize(self) -> LevelScores:
         """The same level as a :class:`LevelScores` (materialises [B, Q, M] in the accumulation dtype)."""
-        acc = torch_ops.acc_dtype(self.query.dtype)
-        scores = torch_ops.similarity_scores(self.query.to(acc), self.support.to(acc), self.similarity,
+        acc = torch_twin.acc_dtype(self.query.dtype)
+        scores = torch_twin.similarity_scores(self.query.to(acc), self.support.to(acc), self.similarity,
                                              float(self.scale), self.relu)
         return LevelScores(scores, self.query_hw, self.support_hw, self.n_shots)
 

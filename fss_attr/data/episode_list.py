@@ -9,10 +9,9 @@ from typing import Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from fss_attr.episode import Episode
+from fss_attr.data.episode import Episode
+from fss_attr.data.imagenet import imagenet_normalize
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SegmentationSource(Protocol):
@@ -84,11 +83,9 @@ def to_tensors(rgb: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tupl
     (bilinear for the image, nearest for the mask)."""
     img = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255.0)[None]
     img = torch.nn.functional.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     m = torch.from_numpy(np.ascontiguousarray(mask)).float()[None, None]
     m = torch.nn.functional.interpolate(m, size=size, mode="nearest")[0, 0] > 0.5
-    return (img - mean) / std, m
+    return imagenet_normalize(img), m
 
 
 def episode_from_spec(source: SegmentationSource, spec: EpisodeSpec, size: tuple[int, int]) -> Episode:

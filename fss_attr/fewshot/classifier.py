@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fss_attr.models.fewshot_backbones import build_backbone
+from fss_attr.backbones.fewshot import build_backbone
 from fss_attr.validation import check_tensor
 
 

@@ -1,4 +1,4 @@
-"""miniImageNet and CIFAR-FS in their standard folder layouts, as :class:`~fss_attr.fewshot.pool.FolderPool`.
+"""miniImageNet and CIFAR-FS in their standard folder layouts, as :class:`~fss_attr.data.classification.pool.FolderPool`.
 
 miniImageNet (Vinyals et al.; the Ravi & Larochelle split), either::
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from fss_attr.fewshot.pool import FolderPool
+from fss_attr.data.classification.pool import FolderPool
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fss_attr.fewshot.pool import ImagePool
+from fss_attr.data.classification.pool import ImagePool
 
 SOURCES = ("controlled", "miniimagenet", "cifarfs")
 
@@ -13,14 +13,14 @@ def open_pool(source: str, split: str, root: str | Path | None = None, size=(84,
     """The pool of ``split`` ("train", "val", "test") of ``source``.
 
     "controlled" renders its classes offline (``images_per_class``, ``seed``, ``cache_dir``:
-    :func:`fss_attr.fewshot.controlled.controlled_pool`); "miniimagenet" and "cifarfs" read ``root``
-    (:mod:`fss_attr.fewshot.folders`).
+    :func:`fss_attr.data.classification.controlled.controlled_pool`); "miniimagenet" and "cifarfs" read ``root``
+    (:mod:`fss_attr.data.classification.folders`).
     """
     if source == "controlled":
-        from fss_attr.fewshot.controlled import controlled_pool
+        from fss_attr.data.classification.controlled import controlled_pool
         return controlled_pool(split, images_per_class, size, seed, cache_dir, progress)
     if source in ("miniimagenet", "cifarfs"):
-        from fss_attr.fewshot.folders import open_folder_dataset
+        from fss_attr.data.classification.folders import open_folder_dataset
         if root is None:
             raise ValueError(f"source {source!r} needs root, the data set's folder")
         return open_folder_dataset(source, root, split, size)

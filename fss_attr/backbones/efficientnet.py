@@ -10,27 +10,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 # Index, channels and stride of the output of each of EfficientNet-Lite0's 16 blocks.
 BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320)
 BLOCK_STRIDES = (2, 4, 4, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32)
 STAGE_ENDS = (2, 4, 10, 15)  # strides 4, 8, 16, 32; channels 24, 40, 112, 320
-
-
-def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
-    """[..., 3, H, W] RGB in [0, 1] -> ImageNet-normalised."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return (x - mean) / std
-
-
-def imagenet_denormalize(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`imagenet_normalize`."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return x * std + mean
 
 
 class LiteBackbone(nn.Module):

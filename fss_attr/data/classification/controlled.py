@@ -24,7 +24,7 @@ import torch
 
 from fss_attr.data.controlled import blob_mask
 from fss_attr.data.textures import CLASS_SOURCES, as_rgb_float, background, random_crop
-from fss_attr.fewshot.pool import ArrayPool
+from fss_attr.data.classification.pool import ArrayPool
 from fss_attr.validation import check_grid
 
 SPLITS = ("train", "val", "test")
@@ -133,7 +133,7 @@ def render_class_image(name: str, seed: int, size: tuple[int, int] = (84, 84)) -
 
 def controlled_pool(split: str, images_per_class: int = 300, size: tuple[int, int] = (84, 84), seed: int = 0,
                     cache_dir: str | Path | None = None, progress: bool = True) -> ArrayPool:
-    """An :class:`~fss_attr.fewshot.pool.ArrayPool` of the classes of ``split``, ``images_per_class`` each.
+    """An :class:`~fss_attr.data.classification.pool.ArrayPool` of the classes of ``split``, ``images_per_class`` each.
 
     Image i of the class at catalogue position p has seed ``default_rng([seed, p]).integers(2**31 - 1, size=n)[i]``.
     With ``cache_dir`` the rendered pool is stored there as .npz (uint8 images, bool masks) and read back on the

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from fss_attr import torch_ops
+from fss_attr.ops import torch_twin
 from fss_attr._extension import C, has_kernel
 from fss_attr.validation import check_tensor, check_top_k
 
@@ -60,12 +60,12 @@ def backproject_scores(scores: torch.Tensor, weights: torch.Tensor, softmax: boo
     check_tensor("scores", scores, ndim=3, floating=True, finite=check_finite)
     top_k = check_top_k(top_k)
     b, q, _ = scores.shape
-    acc = torch_ops.acc_dtype(scores.dtype)
+    acc = torch_twin.acc_dtype(scores.dtype)
     weights = _check_weights(weights, b, q, scores.device, acc)
     backend = resolve_backend(backend, scores.device)
     if backend in ("cpu", "cuda"):
         return torch.ops.fss_attr.backproject_scores(scores.contiguous(), weights, bool(softmax), top_k)
-    return torch_ops.backproject_scores(scores, weights, bool(softmax), top_k)
+    return torch_twin.backproject_scores(scores, weights, bool(softmax), top_k)
 
 
 def backproject_features(query: torch.Tensor, support: torch.Tensor, weights: torch.Tensor,
@@ -81,13 +81,13 @@ def backproject_features(query: torch.Tensor, support: torch.Tensor, weights: to
     if similarity not in _SIMILARITIES:
         raise ValueError(f"similarity must be one of {_SIMILARITIES}, got {similarity!r}")
     top_k = check_top_k(top_k)
-    acc = torch_ops.acc_dtype(query.dtype)
+    acc = torch_twin.acc_dtype(query.dtype)
     weights = _check_weights(weights, query.shape[0], query.shape[1], query.device, acc)
     backend = resolve_backend(backend, query.device)
     if backend in ("cpu", "cuda"):
         return torch.ops.fss_attr.backproject_features(query.contiguous(), support.contiguous(), weights,
                                                        similarity, float(scale), bool(relu), bool(softmax), top_k)
-    return torch_ops.backproject_features(query, support, weights, similarity, float(scale), bool(relu),
+    return torch_twin.backproject_features(query, support, weights, similarity, float(scale), bool(relu),
                                           bool(softmax), top_k)
 
 
@@ -108,7 +108,7 @@ def correlation(query: torch.Tensor, support: torch.Tensor, similarity: str = "c
     backend = resolve_backend(backend, query.device)
     if backend in ("cpu", "cuda"):
         return torch.ops.fss_attr.correlation(query.contiguous(), support.contiguous(), similarity, bool(relu), top_k)
-    return torch_ops.correlation(query, support, similarity, bool(relu), top_k)
+    return torch_twin.correlation(query, support, similarity, bool(relu), top_k)
 
 
 def _register_python_side():
@@ -116,11 +116,11 @@ def _register_python_side():
 
     @torch.library.register_fake("fss_attr::backproject_scores")
     def _(scores, weights, softmax, top_k):
-        return scores.new_empty((scores.shape[0], 2, scores.shape[2]), dtype=torch_ops.acc_dtype(scores.dtype))
+        return scores.new_empty((scores.shape[0], 2, scores.shape[2]), dtype=torch_twin.acc_dtype(scores.dtype))
 
     @torch.library.register_fake("fss_attr::backproject_features")
     def _(query, support, weights, similarity, scale, relu, softmax, top_k):
-        return query.new_empty((query.shape[0], 2, support.shape[1]), dtype=torch_ops.acc_dtype(query.dtype))
+        return query.new_empty((query.shape[0], 2, support.shape[1]), dtype=torch_twin.acc_dtype(query.dtype))
 
     @torch.library.register_fake("fss_attr::correlation")
     def _(query, support, similarity, relu, top_k):

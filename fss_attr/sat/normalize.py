@@ -12,7 +12,7 @@ the dataset table. So every map is first rescaled on its own (the ``normalise`` 
 - ``"sum"``: divide by the map's total, so every map sums to 1; a segment's mean saliency is its share per pixel
   (the enrichment divided by H·W, so it shrinks with the image size).
 - ``"max"``: divide by the map's maximum (the peak of every map is 1).
-- ``"minmax"``: (x − min) / (max − min) per map (as fss_attr's explainers do; :func:`fss_attr.affex.minmax`).
+- ``"minmax"``: (x − min) / (max − min) per map (as fss_attr's explainers do; :func:`fss_attr.affex.explainer.minmax`).
   The only mode that accepts negative values: it shifts them to [0, 1].
 - ``"none"``: use the values as given.
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from fss_attr.affex import minmax
+from fss_attr.explanation import minmax
 
 NORMALISATIONS = ("mean", "sum", "max", "minmax", "none")
 

@@ -9,8 +9,10 @@ Quick start::
 from fss_attr._extension import EXTENSION_ERROR
 from fss_attr.affex.explainer import AffinityExplainer
 from fss_attr.affex.levels import LevelFeatures, LevelScores
+from fss_attr.data.episode import Episode
+from fss_attr.explanation import Explanation
 from fss_attr.ops import available_backends
 
 __version__ = "0.1.0"
-__all__ = ["AffinityExplainer", "LevelScores", "LevelFeatures", "available_backends", "EXTENSION_ERROR",
-           "__version__"]
+__all__ = ["AffinityExplainer", "LevelScores", "LevelFeatures", "Episode", "Explanation", "available_backends",
+           "EXTENSION_ERROR", "__version__"]

@@ -9,7 +9,15 @@
 - :mod:`fss_attr.data.classification`: few-shot classification pools and episodes;
 - :mod:`fss_attr.data.imagenet`: the ImageNet colour normalization all images carry.
 """
-from fss_attr.data.controlled import CLASSES, ControlledImage, make_episode, make_episodes, render_image
 from fss_attr.data.episode import Episode
+
+_CONTROLLED = ("CLASSES", "ControlledImage", "make_episode", "make_episodes", "render_image")
+
+
+def __getattr__(name):
+    if name in _CONTROLLED:  # imported on first use: scikit-image's photos and the texture code are not light
+        from fss_attr.data import controlled
+        return getattr(controlled, name)
+    raise AttributeError(f"module 'fss_attr.data' has no attribute {name!r}")
 
 __all__ = ["CLASSES", "ControlledImage", "Episode", "make_episode", "make_episodes", "render_image"]

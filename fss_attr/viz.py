@@ -31,14 +31,15 @@ def save_figure(fig, path: str | Path, dpi: int = 100, tight: bool = True) -> Pa
 
 
 def display_rgb(x: torch.Tensor):
-    """[3, H, W] ImageNet-normalised image -> [H, W, 3] float RGB in [0, 1] (numpy), for imshow."""
+    """[3, H, W] ImageNet-normalized image -> [H, W, 3] float RGB in [0, 1] (numpy), for imshow."""
     return imagenet_denormalize(x.detach().float().cpu()).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def plot_explanations(episode: Episode, explanations: Mapping[str, object], path: str | Path, index: int = 0,
                       title: str | None = None) -> Path:
-    """One figure for episode ``index`` of the batch: a row per explanation (name -> object with ``.maps``
-    [B, N, H, W], and optionally ``.prediction`` and ``.region`` [B, H, W]).
+    """One figure for episode ``index`` of the batch: a row per explanation (name -> :class:`fss_attr.Explanation`
+    of an FSS explainer, or any object with ``.maps`` [B, N, H, W], and optionally ``.prediction`` and
+    ``.region`` [B, H, W]).
 
     Column 0 shows the query with the ground truth (green), the prediction (red) and the explained region
     (shaded); the next N columns show each support with its mask (white) and, when the episode has it, the

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fss_attr.sat import (SATAccumulator, coco_masks, coco_stats, label_stats, mask_stats, normalise_maps,
+from fss_attr.sat import (SATAccumulator, coco_masks, coco_stats, label_stats, mask_stats, normalize_maps,
                           plain_table, plot_heatmap, plot_reliance_bars, read_csv, segment_stats, write_csv)
 
 # pycocotools' decoder predates numpy 2's copy keyword; the warning is theirs, the decoded masks are right
@@ -73,7 +73,7 @@ def test_mask_rows_equal_loop_overlapping_and_missing(shape, s, mode, chunk_elem
     masks = torch.rand((shape[0], s) + shape[1:], generator=g) < 0.4     # overlapping
     masks[0, -1] = False                                                     # a missing segment
     names = [f"seg{k}" for k in range(s)]
-    got = mask_stats(maps, masks, names, normalise=mode).rows()
+    got = mask_stats(maps, masks, names, normalize=mode).rows()
     assert_rows_equal(got, loop_rows(maps.numpy(), masks.numpy(), names, mode))
 
 
@@ -167,7 +167,7 @@ def test_rows_carry_ids_classes_and_rank_first():
                                                                                     ("a", "x", "corner", 1)]
     assert rows[0]["share"] == pytest.approx(0.25) and rows[1]["mean_saliency"] == pytest.approx(3.0)   # 3 × average
     assert stats.first("mean").tolist() == [1, -1] and stats.first("share").tolist() == [1, -1]
-    assert normalise_maps(maps, "sum")[1].abs().sum() == 0            # a zero map stays zero
+    assert normalize_maps(maps, "sum")[1].abs().sum() == 0            # a zero map stays zero
     # a segment present in an all-zero map does not rank first
     full = torch.ones(2, 1, 2, 2, dtype=torch.bool)
     assert mask_stats(maps, full, ["all"]).first().tolist() == [0, -1]
@@ -180,7 +180,7 @@ def test_normalise_maps_equals_loop(mode):
     if mode == "minmax":
         maps = maps - 0.5
     want = np.stack([loop_normalise(m, mode) for m in maps.numpy()])
-    np.testing.assert_allclose(normalise_maps(maps, mode).numpy(), want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(normalize_maps(maps, mode).numpy(), want, rtol=1e-12, atol=1e-15)
 
 
 def loop_summary(batches, rank_by="mean"):
@@ -227,7 +227,7 @@ def test_streaming_aggregate_equals_loop(rank_by):
         names = ["bg", "obj", "cue"] if k % 2 == 0 else ["obj", "cue", "text"]     # segment sets differ
         masks = torch.rand(b, 3, 10, 12, generator=g) < torch.tensor([0.9, 0.3, 0.05]).view(1, 3, 1, 1)
         classes = [["cat", "dog", "fox"][int(v)] for v in torch.randint(0, 3, (b,), generator=g)]
-        batches.append((mask_stats(maps, masks, names, normalise="none"), classes))
+        batches.append((mask_stats(maps, masks, names, normalize="none"), classes))
     acc = SATAccumulator(rank_by=rank_by)
     for stats, classes in batches:
         acc.update(stats, classes)
@@ -282,9 +282,9 @@ def test_bad_inputs_raise_clear_errors():
         mask_stats(maps, masks.float() + 2, ["a", "b"])
     with pytest.raises(ValueError, match="negative"):
         mask_stats(maps - 0.5, masks, ["a", "b"])
-    assert mask_stats(maps - 0.5, masks, ["a", "b"], normalise="minmax").counts.sum() == 0
-    with pytest.raises(ValueError, match="normalise must be one of"):
-        mask_stats(maps, masks, ["a", "b"], normalise="l2")
+    assert mask_stats(maps - 0.5, masks, ["a", "b"], normalize="minmax").counts.sum() == 0
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        mask_stats(maps, masks, ["a", "b"], normalize="l2")
     with pytest.raises(ValueError, match="NaN"):
         mask_stats(torch.full((2, 4, 4), math.nan), masks, ["a", "b"])
     with pytest.raises(TypeError, match="labels must be an integer"):

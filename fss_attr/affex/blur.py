@@ -10,9 +10,11 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from fss_attr.validation import check_blur
+
 
 def gaussian_kernel1d(kernel_size: int, sigma: float, dtype=torch.float64, device=None) -> torch.Tensor:
-    """Normalised 1-D Gaussian weights [kernel_size] centred on the middle tap."""
+    """Normalized 1-D Gaussian weights [kernel_size] centred on the middle tap."""
     x = torch.arange(kernel_size, dtype=torch.float64, device=device) - (kernel_size - 1) / 2
     g = torch.exp(-0.5 * (x / sigma) ** 2)
     return (g / g.sum()).to(dtype)
@@ -39,15 +41,8 @@ def gaussian_blur(masks: torch.Tensor, kernel_size: int = 31, sigma: float = 50.
     Raises ValueError when kernel_size is not a positive odd int or H, W are not larger than
     kernel_size // 2 (reflect padding needs that).
     """
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"blur_kernel must be a positive odd int, got {kernel_size!r}")
-    if not sigma > 0:
-        raise ValueError(f"blur_sigma must be > 0, got {sigma!r}")
     h, w = masks.shape[-2:]
-    pad = kernel_size // 2
-    if pad >= h or pad >= w:
-        raise ValueError(f"blur_kernel={kernel_size} needs support masks larger than {pad}x{pad} "
-                         f"for reflect padding, got {h}x{w}; choose a smaller blur_kernel")
+    check_blur(kernel_size, sigma, (h, w))
     x = masks if masks.is_floating_point() else masks.to(torch.float32)
     bh = blur_matrix(h, kernel_size, sigma, x.dtype, x.device)
     bw = blur_matrix(w, kernel_size, sigma, x.dtype, x.device)

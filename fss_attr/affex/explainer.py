@@ -1,8 +1,12 @@
 """The Affinity Explainer (AffEx): which support pixels made the query prediction.
 
-Definitions follow design.md §1; the fast backends use the identity of §2: the
-mean over R of each support position's normalised upsampled map is a ratio of
+Definitions follow docs/affex.md §1; the fast backends use the identity of §2: the
+mean over R of each support position's normalized upsampled map is a ratio of
 two weighted column sums of P, so no H×W map is ever built.
+
+The explainer protocol (docs/explainers.md): ``AffinityExplainer(...).explain(model, episode, region="logits")``
+returns an :class:`fss_attr.Explanation`; :meth:`AffinityExplainer.explain_levels` is the same computation on
+matching levels given directly (no model).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from fss_attr.affex.interp import linear_interp_matrix, row_weights, upsample_bi
 from fss_attr.affex.levels import LevelFeatures, LevelScores
 from fss_attr.ops.reference import literal_support_attribution
 from fss_attr.ops.torch_twin import acc_dtype
-from fss_attr.validation import check_grid, check_mask, check_top_k
+from fss_attr.validation import check_blur, check_choice, check_grid, check_mask, check_top_k
 
 VARIANTS = ("unmasked", "masked", "signed")
 NORM_EPS = 1e-6
@@ -31,7 +35,7 @@ def support_column_sums(support_hw: tuple[int, int], out_size: tuple[int, int], 
 
 
 def support_maps(a: torch.Tensor, level: LevelScores | LevelFeatures, out_size: tuple[int, int]) -> torch.Tensor:
-    """Step 5: a [B, M] -> A_l [B, N, H, W], upsampled per shot and normalised to sum 1 (+1e-6)."""
+    """Step 5: a [B, M] -> A_l [B, N, H, W], upsampled per shot and normalized to sum 1 (+1e-6)."""
     b = a.shape[0]
     hs, ws = level.support_hw
     up = upsample_bilinear(a.reshape(b, level.n_shots, hs, ws), out_size)
@@ -53,14 +57,9 @@ class AffinityExplainer:
 
     def __init__(self, variant: str = "unmasked", softmax: bool = True, top_k: int = 0, blur_kernel: int = 31,
                  blur_sigma: float = 50.0, backend: str = "auto"):
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if backend not in ops.BACKENDS + ("auto",):
-            raise ValueError(f"backend must be one of {('auto',) + ops.BACKENDS}, got {backend!r}")
-        if isinstance(blur_kernel, bool) or not isinstance(blur_kernel, int) or blur_kernel < 1 or blur_kernel % 2 == 0:
-            raise ValueError(f"blur_kernel must be a positive odd int, got {blur_kernel!r}")
-        if not float(blur_sigma) > 0:
-            raise ValueError(f"blur_sigma must be > 0, got {blur_sigma!r}")
+        check_choice("variant", variant, VARIANTS)
+        check_choice("backend", backend, ("auto",) + ops.BACKENDS)
+        check_blur(blur_kernel, blur_sigma)
         self.variant = variant
         self.softmax = bool(softmax)
         self.top_k = check_top_k(top_k)
@@ -109,7 +108,8 @@ class AffinityExplainer:
     def explain_levels(self, levels: Sequence[LevelScores | LevelFeatures], region: torch.Tensor,
                        support_masks: torch.Tensor | None = None, level_weights=None,
                        out_size: tuple[int, int] | None = None) -> torch.Tensor:
-        """AffEx maps over the support images.
+        """AffEx maps over the support images, from matching levels given directly (no model): the ``maps`` of
+        :meth:`explain` for these levels.
 
         Args:
             levels: L levels (LevelScores or LevelFeatures), one batch size B, one shot count N, one device.
@@ -121,6 +121,10 @@ class AffinityExplainer:
         Returns:
             [B, N, H, W] float32 in [0, 1].
         """
+        return self._maps_and_raw(levels, region, support_masks, level_weights, out_size)[0]
+
+    def _maps_and_raw(self, levels, region, support_masks, level_weights, out_size):
+        """(maps [B, N, H, W] float32 in [0, 1], E = Σ_l w_l A_l [B, N, H, W] float64 before the variant)."""
         levels, region, out_size = self._check(levels, region, support_masks, out_size)
         b, n = levels[0].batch_size, levels[0].n_shots
         if self.variant != "unmasked":
@@ -135,10 +139,10 @@ class AffinityExplainer:
         else:
             total = self._weighted_sum_of_level_maps(levels, region, weights, out_size, backend)
         if self.variant == "unmasked":
-            return minmax(total, torch.float32)
+            return minmax(total, torch.float32), total
         g = gaussian_blur(support_masks.to(torch.float32), self.blur_kernel, self.blur_sigma).to(torch.float64)
         explanation = minmax(total).mul_(g if self.variant == "masked" else g.mul_(2).sub_(1))
-        return minmax(explanation, torch.float32)
+        return minmax(explanation, torch.float32), total
 
     def _weighted_sum_of_level_maps(self, levels, region, weights, out_size, backend) -> torch.Tensor:
         """Σ_l w_l A_l [B, N, H, W] float64 with one upsampling per distinct support grid.
@@ -160,36 +164,36 @@ class AffinityExplainer:
             total = up if total is None else total.add_(up)
         return total
 
-    __call__ = explain_levels
-
     @torch.no_grad()
-    def explain(self, adapter, episode, region="logits", level_weights="ablation") -> Explanation:
-        """Explain a model's prediction on an episode.
+    def explain(self, model, episode, region="logits", level_weights="ablation") -> Explanation:
+        """Explain a model's prediction on an episode (the explainer protocol, docs/explainers.md).
 
         Args:
-            adapter: a :class:`fss_attr.models.MatchingAdapter`.
-            episode: a :class:`fss_attr.data.episode.Episode`.
+            model: a :class:`fss_attr.models.MatchingAdapter` (``encode``, ``decode``, ``levels``,
+                ``level_weights``).
+            episode: a :class:`fss_attr.data.episode.Episode` of B episodes with N shots each.
             region: "logits" (the predicted query foreground, default), "gt" (episode.query_mask), "all",
                 or a [B, H, W] bool tensor.
             level_weights: "ablation" (the paper's layer-ablation weights), "uniform", or [L] / [B, L].
+
+        Returns:
+            :class:`fss_attr.Explanation` with ``maps`` [B, N, H, W] float32 in [0, 1] (min-max per episode),
+            ``raw`` [B, N, H, W] float64 the aggregated map Σ_l w_l A_l before the variant and min-max,
+            ``logits``, ``prediction``, ``region`` and ``level_weights`` [B, L].
         """
-        state = adapter.encode(episode)
-        logits = adapter.decode(state)
+        state = model.encode(episode)
+        logits = model.decode(state)
         r = resolve_region(region, logits, episode.query_mask)
         if isinstance(level_weights, str):
-            if level_weights == "ablation":
-                weights = adapter.level_weights(state, r, logits)
-            elif level_weights == "uniform":
-                weights = None
-            else:
-                raise ValueError(f"level_weights must be 'ablation', 'uniform' or a tensor, got {level_weights!r}")
+            check_choice("level_weights", level_weights, ("ablation", "uniform"))
+            weights = model.level_weights(state, r, logits) if level_weights == "ablation" else None
         else:
             weights = level_weights
-        maps = self.explain_levels(list(adapter.levels(state)), r, episode.support_masks, weights,
-                                   out_size=episode.image_size)
-        n_levels = adapter.n_levels
-        used = self._level_weights(weights, n_levels, episode.batch_size, logits.device)
-        return Explanation(maps, logits, logits.argmax(1) == 1, r, used)
+        maps, raw = self._maps_and_raw(list(model.levels(state)), r, episode.support_masks, weights,
+                                       episode.image_size)
+        used = self._level_weights(weights, model.n_levels, episode.batch_size, logits.device)
+        return Explanation(maps, raw, logits=logits, prediction=logits.argmax(1) == 1, region=r,
+                           level_weights=used)
 
     def _check(self, levels, region, support_masks, out_size):
         if isinstance(levels, (LevelScores, LevelFeatures)):

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 import torch
 
 from fss_attr.ops import torch_twin
-from fss_attr.validation import check_grid, check_tensor
+from fss_attr.validation import (check_choice, check_finite_number, check_grid, check_positive_int,
+                                 check_query_support, check_tensor)
 
 SIMILARITIES = ("dot", "cosine")
 
 
 @dataclass(frozen=True)
 class LevelScores:
-    """A level given by its materialised affinity.
+    """A level given by its materialized affinity.
 
     Attributes:
         scores: [B, Q, M] floating (float32, float64, float16 or bfloat16) pre-softmax scores.
@@ -54,7 +55,7 @@ class LevelFeatures:
 
     The scores are ``scale·q·k`` (``similarity="dot"``) or ``scale·cos(q, k)``
     (``"cosine"``), followed by ``max(·, 0)`` when ``relu`` is set. Backends that
-    stream (cpu, cuda) never materialise the [B, Q, M] score matrix.
+    stream (cpu, cuda) never materialize the [B, Q, M] score matrix.
 
     Attributes:
         query: [B, Q, D] floating query features.
@@ -75,17 +76,9 @@ class LevelFeatures:
     relu: bool = False
 
     def __post_init__(self):
-        check_tensor("query", self.query, ndim=3, floating=True, finite=True)
-        check_tensor("support", self.support, ndim=3, floating=True, finite=True,
-                     dtype=self.query.dtype, device=self.query.device)
-        if self.support.shape[0] != self.query.shape[0]:
-            raise ValueError(f"support has batch size {self.support.shape[0]}, query has {self.query.shape[0]}")
-        if self.support.shape[2] != self.query.shape[2]:
-            raise ValueError(f"support has feature size D={self.support.shape[2]}, query has D={self.query.shape[2]}")
-        if self.similarity not in SIMILARITIES:
-            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
-        if not isinstance(self.scale, (int, float)) or not torch.isfinite(torch.tensor(float(self.scale))):
-            raise ValueError(f"scale must be a finite number, got {self.scale!r}")
+        check_query_support(self.query, self.support)
+        check_choice("similarity", self.similarity, SIMILARITIES)
+        check_finite_number("scale", self.scale)
         _check_layout(self.query_hw, self.support_hw, self.n_shots, self.query.shape[1], self.support.shape[1],
                       "query/support")
 
@@ -98,7 +91,7 @@ class LevelFeatures:
         return self.query.device
 
     def materialize(self) -> LevelScores:
-        """The same level as a :class:`LevelScores` (materialises [B, Q, M] in the accumulation dtype)."""
+        """The same level as a :class:`LevelScores` (materializes [B, Q, M] in the accumulation dtype)."""
         acc = torch_twin.acc_dtype(self.query.dtype)
         scores = torch_twin.similarity_scores(self.query.to(acc), self.support.to(acc), self.similarity,
                                              float(self.scale), self.relu)
@@ -111,8 +104,7 @@ Level = LevelScores | LevelFeatures
 def _check_layout(query_hw, support_hw, n_shots, q, m, what):
     hq, wq = check_grid("query_hw", query_hw)
     hs, ws = check_grid("support_hw", support_hw)
-    if not isinstance(n_shots, int) or isinstance(n_shots, bool) or n_shots < 1:
-        raise ValueError(f"n_shots must be a positive int, got {n_shots!r}")
+    check_positive_int("n_shots", n_shots)
     if hq * wq != q:
         raise ValueError(f"{what}: Q={q} query positions do not match query_hw={query_hw} (hq·wq={hq * wq})")
     if n_shots * hs * ws != m:

@@ -19,7 +19,7 @@ STAGE_ENDS = (2, 4, 10, 15)  # strides 4, 8, 16, 32; channels 24, 40, 112, 320
 class LiteBackbone(nn.Module):
     """EfficientNet-Lite0 feature extractor (eval mode, frozen).
 
-    ``forward(x)`` with x [B, 3, H, W] ImageNet-normalised returns the outputs of the blocks listed in
+    ``forward(x)`` with x [B, 3, H, W] ImageNet-normalized returns the outputs of the blocks listed in
     ``blocks`` (default: the four stage ends), each [B, C_i, H/s_i, W/s_i] (``channels``, ``strides``).
     """
 

@@ -1,6 +1,6 @@
 """The two backbones of the few-shot classification literature, trained from scratch: Conv4 and ResNet-12.
 
-Both map [B, 3, 84, 84] ImageNet-normalised images to a 5×5 feature grid (four 2× max-pools: 84 → 42 →
+Both map [B, 3, 84, 84] ImageNet-normalized images to a 5×5 feature grid (four 2× max-pools: 84 → 42 →
 21 → 10 → 5); other input sizes are average-pooled to ``grid`` so the region count stays fixed. Weights and
 activations are kept channels-last (about 1.5× faster convolutions on CPU); features computed under bfloat16
 autocast come back as float32.
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fss_attr.validation import check_grid, check_tensor
+from fss_attr.validation import check_choice, check_grid, check_tensor
 
 BACKBONES = ("conv4", "resnet12")
 
@@ -77,11 +77,8 @@ class ResNet12(nn.Module):
 
 def build_backbone(name: str, grid: tuple[int, int] = (5, 5)) -> nn.Module:
     """"conv4" or "resnet12", randomly initialised, with output grid ``grid``."""
-    if name == "conv4":
-        return Conv4(grid=grid)
-    if name == "resnet12":
-        return ResNet12(grid=grid)
-    raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
+    check_choice("backbone", name, BACKBONES)
+    return Conv4(grid=grid) if name == "conv4" else ResNet12(grid=grid)
 
 
 def _check_images(x) -> torch.Tensor:

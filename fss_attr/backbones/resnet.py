@@ -34,7 +34,7 @@ def bottleneck_features(backbone: nn.Module, images: torch.Tensor, first: int = 
 
     Args:
         backbone: a torchvision ``ResNet`` (its fc/avgpool are not used).
-        images: [K, 3, H, W] normalised images.
+        images: [K, 3, H, W] normalized images.
         first: 0-based index, over all stages, of the first block to return. ResNet-50 has 16 blocks
             (3, 4, 6, 3); ``first=3`` returns the 13 blocks of layer2–layer4, the ones HSNet and DCAMA match.
 

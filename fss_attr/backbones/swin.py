@@ -143,7 +143,7 @@ class SwinBlock(nn.Module):
 
 
 class PatchMerging(nn.Module):
-    """2×2 neighbourhoods concatenated (order (0,0), (1,0), (0,1), (1,1)), normalised, projected to 2C."""
+    """2×2 neighbourhoods concatenated (order (0,0), (1,0), (0,1), (1,1)), normalized, projected to 2C."""
 
     def __init__(self, resolution: tuple[int, int], dim: int):
         super().__init__()
@@ -216,7 +216,7 @@ class SwinTransformer(nn.Module):
     def block_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The output of every block, in network order: one [K, C_stage, h_stage, w_stage] map per block.
 
-        images: [K, 3, img_size, img_size] normalised.
+        images: [K, 3, img_size, img_size] normalized.
         """
         k, _, h, w = images.shape
         if (h, w) != (self.img_size, self.img_size):

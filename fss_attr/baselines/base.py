@@ -1,9 +1,10 @@
-"""What every baseline explainer shares: the attribution target, the result type, and the ``explain`` call.
+"""What every baseline explainer shares: the attribution target and the ``explain`` call of the explainer
+protocol (docs/explainers.md), ``explain(model, episode, region="logits") -> fss_attr.Explanation``.
 
 Target (the same for every baseline): the model's foreground output, its foreground logit, averaged over the
 query region R, as a function of the support RGB values (support masks and query fixed):
 
-    f(support_images) = mean_{p ∈ R} adapter(episode with these support images)[:, 1, p]
+    f(support_images) = mean_{p ∈ R} model(episode with these support images)[:, 1, p]
 
 Attributions over the support RGB [B, N, 3, H, W] are averaged over the channel axis (signed: a pixel whose
 colour raises the target ranks above one that lowers it) and min-max scaled per episode to [0, 1], like AffEx
@@ -13,33 +14,13 @@ channel mean).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from fss_attr.explanation import minmax, resolve_region
+from fss_attr.explanation import Explanation, minmax, resolve_region
 from fss_attr.data.episode import Episode
 from fss_attr.metrics.scores import foreground_logit
-
-
-@dataclass
-class Attribution:
-    """What a baseline's ``explain`` returns (the fields of :class:`fss_attr.affex.explainer.Explanation` but level weights).
-
-    Attributes:
-        maps: [B, N, H, W] float32 attribution over the support images, min-max scaled to [0, 1] per episode.
-        logits: [B, 2, H, W] the model's logits on the episode.
-        prediction: [B, H, W] bool predicted query foreground.
-        region: [B, H, W] bool the query region R that was explained.
-        raw: [B, N, H, W] float32 the attribution before min-max scaling.
-    """
-
-    maps: torch.Tensor
-    logits: torch.Tensor
-    prediction: torch.Tensor
-    region: torch.Tensor
-    raw: torch.Tensor
 
 
 class SupportTarget(nn.Module):
@@ -50,12 +31,12 @@ class SupportTarget(nn.Module):
     region [B', H, W] bool) -> [B'].
     """
 
-    def __init__(self, adapter: nn.Module):
+    def __init__(self, model: nn.Module):
         super().__init__()
-        self.adapter = adapter
+        self.model = model
 
     def forward(self, support_images, query, support_masks, region):
-        logits = self.adapter(Episode(query, support_images, support_masks))
+        logits = self.model(Episode(query, support_images, support_masks))
         return foreground_logit(logits, region).to(logits.dtype)
 
 
@@ -65,40 +46,44 @@ def reduce_channels(attr: torch.Tensor) -> torch.Tensor:
 
 
 class SupportExplainer:
-    """Base class: subclasses implement ``attribute(adapter, episode, region) -> [B, N, H, W]``."""
+    """Base class: subclasses implement ``attribute(model, episode, region) -> [B, N, H, W]``, the raw attribution
+    over the support pixels; :meth:`explain` is the protocol's call."""
 
     name = "base"
     # messages of warnings that the attribution method raises by design (filtered inside explain)
     expected_warnings: tuple[str, ...] = ()
 
-    def attribute(self, adapter, episode: Episode, region: torch.Tensor) -> torch.Tensor:
+    def attribute(self, model, episode: Episode, region: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def explain(self, adapter, episode: Episode, region="logits") -> Attribution:
-        """Explain the model's foreground output over R on the episode.
+    def explain(self, model, episode: Episode, region="logits") -> Explanation:
+        """Explain the model's foreground output over R on the episode (the explainer protocol).
 
         Args:
-            adapter: a :class:`fss_attr.models.MatchingAdapter`.
+            model: a :class:`fss_attr.models.MatchingAdapter` (any module mapping an Episode to logits
+                [B, 2, H, W], differentiable in the support images for the gradient baselines).
             episode: B episodes.
             region: "logits" (the predicted query foreground, default), "gt", "all", or [B, H, W] bool.
 
         Returns:
-            :class:`Attribution` with ``.maps`` [B, N, H, W] float32 in [0, 1].
+            :class:`fss_attr.Explanation` with ``maps`` [B, N, H, W] float32 in [0, 1] (min-max per episode),
+            ``raw`` [B, N, H, W] float32 the attribution before min-max, ``logits``, ``prediction``, ``region``.
         """
         if not isinstance(episode, Episode):
             raise TypeError(f"episode must be an fss_attr.data.episode.Episode, got {type(episode).__name__}")
         with torch.no_grad():
-            logits = adapter(episode)
+            logits = model(episode)
         r = resolve_region(region, logits, episode.query_mask)
         with warnings.catch_warnings():
             for message in self.expected_warnings:
                 warnings.filterwarnings("ignore", message=message)
-            raw = self.attribute(adapter, episode, r).detach()
+            raw = self.attribute(model, episode, r).detach()
         expected = tuple(episode.support_masks.shape)
         if tuple(raw.shape) != expected:
             raise RuntimeError(f"{type(self).__name__}.attribute returned {tuple(raw.shape)}, expected {expected}")
         raw = torch.nan_to_num(raw.to(torch.float64))
-        return Attribution(minmax(raw, torch.float32), logits, logits.argmax(1) == 1, r, raw.to(torch.float32))
+        return Explanation(minmax(raw, torch.float32), raw.to(torch.float32), logits=logits,
+                           prediction=logits.argmax(1) == 1, region=r)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

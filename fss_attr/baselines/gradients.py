@@ -1,9 +1,10 @@
-"""Gradient-based baselines through captum: Saliency, Integrated Gradients, DeepLift, GradientShap.
+"""Gradient-based baselines: Saliency (fss_attr's one input gradient,
+:func:`fss_attr.explanation.input_gradient_map`), and Integrated Gradients, DeepLift, GradientShap through captum.
 
 All attribute the target of :mod:`fss_attr.baselines.base` (mean foreground logit over R) to the
 support RGB values; the query, the support masks and R are passed to captum as additional forward
 arguments, which captum repeats alongside the inputs when it expands the batch. The baseline (reference
-input) of IG and DeepLift is the zero image: the mean colour, since images are normalised.
+input) of IG and DeepLift is the zero image: the mean colour, since images are normalized.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import numpy as np
 import torch
 
 from fss_attr.baselines.base import SupportExplainer, SupportTarget, reduce_channels
+from fss_attr.explanation import input_gradient_map
+from fss_attr.validation import check_nonnegative, check_positive_int
 
 
 # captum sets requires_grad on the inputs it is given, and DeepLift hooks the model's non-linear modules
@@ -21,24 +24,16 @@ def _args(episode, region):
     return (episode.query, episode.support_masks, region)
 
 
-def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return v
-
-
 class Saliency(SupportExplainer):
-    """|∂f/∂x| (Simonyan et al. 2014)."""
+    """|∂f/∂x| (Simonyan et al. 2014), averaged over RGB: :func:`fss_attr.explanation.input_gradient_map` of the
+    target (the same numbers as captum's ``Saliency(abs=True)``)."""
 
     name = "saliency"
-    expected_warnings = CAPTUM_NOTICES
 
-    def attribute(self, adapter, episode, region):
-        from captum.attr import Saliency as CaptumSaliency
-
-        attr = CaptumSaliency(SupportTarget(adapter)).attribute(
-            episode.support_images, additional_forward_args=_args(episode, region), abs=True)
-        return reduce_channels(attr)
+    def attribute(self, model, episode, region):
+        target = SupportTarget(model)
+        return input_gradient_map(lambda x: target(x, *_args(episode, region)), episode.support_images,
+                                  channel_dim=2, reduce="mean")
 
 
 class IntegratedGradients(SupportExplainer):
@@ -49,13 +44,13 @@ class IntegratedGradients(SupportExplainer):
     expected_warnings = CAPTUM_NOTICES
 
     def __init__(self, n_steps: int = 25, internal_batch_size: int = 16):
-        self.n_steps = _positive_int("n_steps", n_steps)
-        self.internal_batch_size = _positive_int("internal_batch_size", internal_batch_size)
+        self.n_steps = check_positive_int("n_steps", n_steps)
+        self.internal_batch_size = check_positive_int("internal_batch_size", internal_batch_size)
 
-    def attribute(self, adapter, episode, region):
+    def attribute(self, model, episode, region):
         from captum.attr import IntegratedGradients as CaptumIG
 
-        attr = CaptumIG(SupportTarget(adapter)).attribute(
+        attr = CaptumIG(SupportTarget(model)).attribute(
             episode.support_images, baselines=0.0, additional_forward_args=_args(episode, region),
             n_steps=self.n_steps, internal_batch_size=self.internal_batch_size * episode.batch_size)
         return reduce_channels(attr)
@@ -63,15 +58,15 @@ class IntegratedGradients(SupportExplainer):
 
 class DeepLift(SupportExplainer):
     """DeepLift (rescale rule) from the zero image; captum overrides the gradients of the nonlinear
-    modules it supports (ReLU, Sigmoid, Softmax, ...) found in the adapter."""
+    modules it supports (ReLU, Sigmoid, Softmax, ...) found in the model."""
 
     name = "deeplift"
     expected_warnings = CAPTUM_NOTICES
 
-    def attribute(self, adapter, episode, region):
+    def attribute(self, model, episode, region):
         from captum.attr import DeepLift as CaptumDeepLift
 
-        attr = CaptumDeepLift(SupportTarget(adapter)).attribute(
+        attr = CaptumDeepLift(SupportTarget(model)).attribute(
             episode.support_images, baselines=torch.zeros_like(episode.support_images),
             additional_forward_args=_args(episode, region))
         return reduce_channels(attr)
@@ -88,15 +83,13 @@ class GradientShap(SupportExplainer):
     expected_warnings = CAPTUM_NOTICES
 
     def __init__(self, n_samples: int = 8, stdevs: float = 0.1, noise_baseline: bool = True, seed: int = 0):
-        self.n_samples = _positive_int("n_samples", n_samples)
-        if not float(stdevs) >= 0:
-            raise ValueError(f"stdevs must be >= 0, got {stdevs!r}")
-        self.stdevs = float(stdevs)
+        self.n_samples = check_positive_int("n_samples", n_samples)
+        self.stdevs = check_nonnegative("stdevs", stdevs)
         self.noise_baseline = bool(noise_baseline)
         self.seed = int(seed)
         self._calls = 0
 
-    def attribute(self, adapter, episode, region):
+    def attribute(self, model, episode, region):
         from captum.attr import GradientShap as CaptumGradientShap
 
         x = episode.support_images
@@ -111,7 +104,7 @@ class GradientShap(SupportExplainer):
                 baselines = torch.zeros((1,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
                 if self.noise_baseline:
                     baselines = torch.cat([baselines, torch.randn_like(baselines)])
-                attr = CaptumGradientShap(SupportTarget(adapter)).attribute(
+                attr = CaptumGradientShap(SupportTarget(model)).attribute(
                     x, baselines=baselines, n_samples=self.n_samples, stdevs=self.stdevs,
                     additional_forward_args=_args(episode, region))
         finally:

@@ -16,21 +16,23 @@ import numpy as np
 import torch
 
 from fss_attr.baselines.base import SupportExplainer
+from fss_attr.explanation import minmax
 from fss_attr.metrics.perturbation import apply_keep, check_batch_size, forward_supports, scorer
+from fss_attr.validation import check_nonnegative, check_positive, check_positive_int
 
 
 def superpixels(images: torch.Tensor, n_segments: int = 50, compactness: float = 10.0) -> torch.Tensor:
-    """SLIC superpixels of support images [N, 3, H, W] (any normalisation) -> [N, H, W] int64 labels,
+    """SLIC superpixels of support images [N, 3, H, W] (any normalization) -> [N, H, W] int64 labels,
     numbered consecutively across the N images (image n's labels follow image n−1's).
 
-    Each image is min-max scaled to [0, 1] over all its values before SLIC (which works in Lab colour).
+    Each image is min-max scaled to [0, 1] over all its values (:func:`fss_attr.explanation.minmax`) before
+    SLIC (which works in Lab colour).
     """
     from skimage.segmentation import slic
 
     out, offset = [], 0
-    for img in images.detach().to(torch.float64).cpu():
-        lo, hi = img.min(), img.max()
-        x = ((img - lo) / (hi - lo) if hi > lo else torch.zeros_like(img)).permute(1, 2, 0).numpy()
+    for img in minmax(images.detach().to(torch.float64).cpu()):
+        x = img.permute(1, 2, 0).numpy()
         lab = slic(x, n_segments=n_segments, compactness=compactness, start_label=0, channel_axis=-1)
         _, lab = np.unique(lab, return_inverse=True)            # consecutive 0..S_n-1
         lab = lab.reshape(x.shape[:2])
@@ -60,16 +62,11 @@ class Lime(SupportExplainer):
 
     def __init__(self, n_samples: int = 64, n_segments: int = 50, compactness: float = 10.0,
                  kernel_width: float = 0.25, ridge: float = 1.0, internal_batch_size: int = 16, seed: int = 0):
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
-            raise ValueError(f"n_samples must be an int >= 2, got {n_samples!r}")
-        if isinstance(n_segments, bool) or not isinstance(n_segments, int) or n_segments < 1:
-            raise ValueError(f"n_segments must be a positive int, got {n_segments!r}")
-        if not float(kernel_width) > 0:
-            raise ValueError(f"kernel_width must be > 0, got {kernel_width!r}")
-        if not float(ridge) >= 0:
-            raise ValueError(f"ridge must be >= 0, got {ridge!r}")
-        self.n_samples, self.n_segments, self.compactness = n_samples, n_segments, float(compactness)
-        self.kernel_width, self.ridge = float(kernel_width), float(ridge)
+        self.n_samples = check_positive_int("n_samples", n_samples, 2)
+        self.n_segments = check_positive_int("n_segments", n_segments)
+        self.compactness = float(compactness)
+        self.kernel_width = check_positive("kernel_width", kernel_width)
+        self.ridge = check_nonnegative("ridge", ridge)
         self.internal_batch_size = check_batch_size(internal_batch_size)
         self.seed = int(seed)
         self._gen = torch.Generator().manual_seed(self.seed)
@@ -85,7 +82,7 @@ class Lime(SupportExplainer):
         d = 1 - (z.to(torch.float64).sum(1) / z.shape[1]).sqrt()
         return torch.exp(-d ** 2 / self.kernel_width ** 2)
 
-    def attribute(self, adapter, episode, region):
+    def attribute(self, model, episode, region):
         b = episode.batch_size
         segs = [superpixels(episode.support_images[e], self.n_segments, self.compactness) for e in range(b)]
         zs = [self.samples(int(s.max()) + 1).to(episode.device) for s in segs]
@@ -97,7 +94,7 @@ class Lime(SupportExplainer):
             images, masks = apply_keep(episode.support_images[e], episode.support_masks[e], keep)
             return e, images, masks
 
-        y = forward_supports(adapter, episode, b * n, build, scorer(["logit"], episode, region),
+        y = forward_supports(model, episode, b * n, build, scorer(["logit"], episode, region),
                              self.internal_batch_size)["logit"].view(b, n)
         maps = []
         for e in range(b):

@@ -16,8 +16,8 @@ ALIASES = {"integrated-gradients": "ig", "integratedgradients": "ig", "gradient-
 
 
 def make_explainer(name: str, **kw):
-    """An explainer by name; every one has ``explain(adapter, episode, region=...) -> object with .maps``
-    [B, N, H, W].
+    """An explainer by name; every one answers ``explain(model, episode, region=...) -> fss_attr.Explanation``
+    (``maps`` [B, N, H, W]).
 
     Names: "affex-unmasked", "affex-masked", "affex-signed" (:class:`fss_attr.AffinityExplainer`; ``kw`` go
     to its constructor), "saliency", "ig", "deeplift", "gradientshap", "lime", "random", "gaussnoise"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from fss_attr.baselines.base import SupportExplainer
+from fss_attr.validation import check_nonnegative
 
 
 class Random(SupportExplainer):
@@ -16,7 +17,7 @@ class Random(SupportExplainer):
         self.seed = int(seed)
         self._gen = torch.Generator().manual_seed(self.seed)
 
-    def attribute(self, adapter, episode, region):
+    def attribute(self, model, episode, region):
         shape = tuple(episode.support_masks.shape)
         return torch.rand(shape, generator=self._gen, dtype=torch.float64).to(episode.device)
 
@@ -29,13 +30,11 @@ class GaussNoise(SupportExplainer):
     name = "gaussnoise"
 
     def __init__(self, sigma: float = 0.01, seed: int = 0):
-        if not float(sigma) >= 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma!r}")
-        self.sigma = float(sigma)
+        self.sigma = check_nonnegative("sigma", sigma)
         self.seed = int(seed)
         self._gen = torch.Generator().manual_seed(self.seed)
 
-    def attribute(self, adapter, episode, region):
+    def attribute(self, model, episode, region):
         m = episode.support_masks.to(torch.float64)
         noise = torch.randn(tuple(m.shape), generator=self._gen, dtype=torch.float64).to(m.device)
         return m + self.sigma * noise

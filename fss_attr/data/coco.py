@@ -16,6 +16,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from fss_attr.validation import check_choice
 from PIL import Image
 
 N_FOLDS = 4
@@ -37,8 +38,7 @@ class Coco20i:
     def __init__(self, root: str | Path, fold: int, split: str = "val"):
         from pycocotools.coco import COCO
 
-        if split not in ("val", "trn"):
-            raise ValueError(f"split must be 'val' or 'trn', got {split!r}")
+        check_choice("split", split, ("val", "trn"))
         self.root = Path(root)
         self.fold, self.split = fold, split
         self.year_split = "val2014" if split == "val" else "train2014"

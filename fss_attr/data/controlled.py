@@ -18,6 +18,7 @@ import torch
 from fss_attr.data.imagenet import imagenet_normalize
 from fss_attr.data.textures import BACKGROUND_SOURCES, CLASS_SOURCES, background, class_texture, random_crop
 from fss_attr.data.episode import Episode
+from fss_attr.validation import check_choice, check_positive_int
 
 CLASSES = tuple(CLASS_SOURCES)
 CUES = ("watermark", "frame")
@@ -83,10 +84,8 @@ def render_image(class_name: str, seed: int, size: tuple[int, int] = (192, 192),
         cue: None, "watermark" (a high-contrast mark in a corner) or "frame" (a coloured border).
         occluder: put a patch of another class's texture inside the object.
     """
-    if class_name not in CLASSES:
-        raise ValueError(f"class_name must be one of {CLASSES}, got {class_name!r}")
-    if cue not in (None,) + CUES:
-        raise ValueError(f"cue must be None or one of {CUES}, got {cue!r}")
+    check_choice("class_name", class_name, CLASSES)
+    check_choice("cue", cue, (None,) + CUES)
     rng = np.random.default_rng(seed)
     h, w = size
     canvas = random_crop(background(BACKGROUND_SOURCES[int(rng.integers(len(BACKGROUND_SOURCES)))]), size, rng,
@@ -128,13 +127,12 @@ def render_image(class_name: str, seed: int, size: tuple[int, int] = (192, 192),
 
 def make_episode(seed: int, n_shots: int = 1, size: tuple[int, int] = (192, 192), n_distractors: int = 2,
                  class_name: str | None = None) -> Episode:
-    """One 1-way episode (B = 1): a query and ``n_shots`` supports of the same class, ImageNet-normalised.
+    """One 1-way episode (B = 1): a query and ``n_shots`` supports of the same class, ImageNet-normalized.
 
     The query has no occluder; each support has one, and ``support_evidence`` marks its object pixels that
-    show the class (object minus occluder). ``meta`` holds the class, the seeds and the un-normalised images.
+    show the class (object minus occluder). ``meta`` holds the class, the seeds and the un-normalized images.
     """
-    if n_shots < 1:
-        raise ValueError(f"n_shots must be >= 1, got {n_shots}")
+    check_positive_int("n_shots", n_shots)
     rng = np.random.default_rng(seed)
     cls = class_name or CLASSES[int(rng.integers(len(CLASSES)))]
     seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=n_shots + 1)]

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from fss_attr.validation import check_tensor
+from fss_attr.validation import check_mask, check_tensor
 
 
 @dataclass
@@ -13,8 +13,8 @@ class Episode:
     """One batch of few-shot segmentation episodes.
 
     Attributes:
-        query: [B, 3, H, W] float query images (normalised as the model expects).
-        support_images: [B, N, 3, H, W] float support images, same normalisation.
+        query: [B, 3, H, W] float query images (normalized as the model expects).
+        support_images: [B, N, 3, H, W] float support images, same normalization.
         support_masks: [B, N, H, W] bool foreground masks of the support images.
         query_mask: optional [B, H, W] bool ground-truth query mask (for metrics and region="gt").
         support_evidence: optional [B, N, H, W] bool, the support pixels known to match the query object
@@ -39,12 +39,12 @@ class Episode:
         if tuple(self.support_images.shape) != (b, n, 3, h, w):
             raise ValueError(f"support_images must be [B, N, 3, H, W] = [{b}, N, 3, {h}, {w}], "
                              f"got {tuple(self.support_images.shape)}")
-        self.support_masks = _binary("support_masks", self.support_masks, (b, n, h, w), self.query.device)
+        self.support_masks = check_mask("support_masks", self.support_masks, (b, n, h, w), self.query.device)
         if self.query_mask is not None:
-            self.query_mask = _binary("query_mask", self.query_mask, (b, h, w), self.query.device)
+            self.query_mask = check_mask("query_mask", self.query_mask, (b, h, w), self.query.device)
         if self.support_evidence is not None:
-            self.support_evidence = _binary("support_evidence", self.support_evidence, (b, n, h, w),
-                                            self.query.device)
+            self.support_evidence = check_mask("support_evidence", self.support_evidence, (b, n, h, w),
+                                               self.query.device)
 
     @property
     def batch_size(self) -> int:
@@ -78,13 +78,3 @@ class Episode:
         return Episode(pick(self.query), pick(self.support_images), pick(self.support_masks),
                        pick(self.query_mask), pick(self.support_evidence), dict(self.meta))
 
-
-def _binary(name, x, shape, device):
-    check_tensor(name, x, device=device)
-    if tuple(x.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(x.shape)}")
-    if x.dtype != torch.bool:
-        if not bool(((x == 0) | (x == 1)).all()):
-            raise ValueError(f"{name} must be binary (bool or 0/1)")
-        x = x != 0
-    return x

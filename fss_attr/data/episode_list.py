@@ -79,7 +79,7 @@ def load_episode_list(path: str | Path) -> list[EpisodeSpec]:
 
 
 def to_tensors(rgb: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """RGB uint8 [H, W, 3] and bool [H, W] -> ImageNet-normalised [3, h, w] float32 and bool [h, w]
+    """RGB uint8 [H, W, 3] and bool [H, W] -> ImageNet-normalized [3, h, w] float32 and bool [h, w]
     (bilinear for the image, nearest for the mask)."""
     img = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255.0)[None]
     img = torch.nn.functional.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)[0]

@@ -1,4 +1,4 @@
-"""ImageNet colour statistics: the normalisation every image of an episode carries (zero is the mean colour)."""
+"""ImageNet colour statistics: the normalization every image of an episode carries (zero is the mean colour)."""
 from __future__ import annotations
 
 import torch

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from fss_attr.validation import check_choice
 from PIL import Image
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -35,8 +36,7 @@ class Pascal5i:
     name = "pascal"
 
     def __init__(self, root: str | Path, fold: int, split: str = "val"):
-        if split not in ("val", "trn"):
-            raise ValueError(f"split must be 'val' or 'trn', got {split!r}")
+        check_choice("split", split, ("val", "trn"))
         self.root = Path(root)
         self.fold, self.split = fold, split
         self.classes = fold_classes(fold, split)

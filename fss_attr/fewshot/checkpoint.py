@@ -7,14 +7,14 @@ import torch
 
 from fss_attr.fewshot.classifier import FewShotClassifier, PrototypicalNetwork
 from fss_attr.fewshot.rcn import RegionComparisonNetwork
+from fss_attr.validation import check_choice
 
 METHODS = {"rcn": RegionComparisonNetwork, "protonet": PrototypicalNetwork}
 
 
 def build_model(method: str, **config) -> FewShotClassifier:
     """A fresh "rcn" or "protonet" model; ``config`` goes to its constructor (backbone, grid, ...)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}")
+    check_choice("method", method, METHODS)
     return METHODS[method](**config)
 
 

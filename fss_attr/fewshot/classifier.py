@@ -22,7 +22,7 @@ class FewShotClassifier(nn.Module):
     method: str = ""
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] normalised images -> [B, C, h, w] features."""
+        """[B, 3, H, W] normalized images -> [B, C, h, w] features."""
         return self.backbone(images)
 
     def classify_features(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:

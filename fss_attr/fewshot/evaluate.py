@@ -9,6 +9,7 @@ import torch
 
 from fss_attr.data.classification.episodes import EpisodeSampler, PoolFeatures
 from fss_attr.data.classification.pool import ImagePool
+from fss_attr.validation import check_positive_int
 
 
 @dataclass
@@ -49,8 +50,7 @@ def evaluate(model, pool: ImagePool, n_way: int = 5, k_shot: int = 1, n_query: i
     """
     from tqdm import tqdm
 
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes must be an int >= 1, got {episodes!r}")
+    check_positive_int("episodes", episodes)
     sampler = EpisodeSampler(pool, n_way, k_shot, n_query, seed)
     was_training = model.training
     model.eval()

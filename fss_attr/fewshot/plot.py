@@ -6,15 +6,17 @@ from pathlib import Path
 import torch
 
 from fss_attr.data.classification.episodes import ClassificationEpisode
-from fss_attr.fewshot.ram import CategoryRegions, RegionActivationMaps, cell_box, upsample_maps
+from fss_attr.explanation import Explanation
+from fss_attr.fewshot.ram import CategoryRegions, cell_box, upsample_maps
 from fss_attr.viz import display_rgb, pyplot, save_figure
 
 
-def plot_ram(episode: ClassificationEpisode, ram: RegionActivationMaps, query_index: int, path: str | Path,
+def plot_ram(episode: ClassificationEpisode, ram: Explanation, query_index: int, path: str | Path,
              affex: dict[int, torch.Tensor] | None = None, category: CategoryRegions | None = None,
              category_images: list[torch.Tensor] | None = None, shot: int = 0, title: str | None = None,
              affex_region: str = "evidence") -> Path:
-    """Figure for query ``query_index``: one column per class (its shot ``shot``), rows:
+    """Figure for query ``query_index`` of ``ram`` (:func:`fss_attr.fewshot.ram.region_activation_maps`): one
+    column per class (its shot ``shot``), rows:
 
     1. the support image under RAM's support map (w_r·s_r / K, one colour scale for all classes, so a
        weak class looks dark) and its object outline when known;

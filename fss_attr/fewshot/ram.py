@@ -11,11 +11,17 @@ RAM shows the terms of that sum:
 - category level: averaged over many episodes, the support regions of a class that contribute most when
   the query is of that class are its prototypical regions.
 
-AffEx (:class:`fss_attr.AffinityExplainer`) reads the same correlation as one matching level: the scores
+The explainer protocol (docs/explainers.md): ``RegionActivationMapping().explain(model, support, query)`` returns
+an :class:`fss_attr.Explanation` whose ``support`` and ``query`` are RAM's two region maps, ``raw`` the support
+map, ``maps`` the support map upsampled to the images and min-max scaled, and ``scores`` RCN's class scores;
+:func:`region_activation_maps` is the same from RCN's intermediate quantities.
+
+AffEx (:class:`fss_attr.AffinityExplainer`; :func:`affex_maps`, our application of it, not a paper's) reads the
+same correlation as one matching level: the scores
 of a query's h·w cells against the K·h·w cells of one class's shots. In classification there is no predicted
 query mask, so by default the region R it explains is the whole query image. With R = the whole image AffEx
-is degenerate: step 3 normalises every support position's upsampled map to sum 1 over the image, so step 4's
-mean over R is a_j = (1/|R|)·m_j/(m_j + 1e-6), m_j that map's mass before normalising: a constant up to a
+is degenerate: step 3 normalizes every support position's upsampled map to sum 1 over the image, so step 4's
+mean over R is a_j = (1/|R|)·m_j/(m_j + 1e-6), m_j that map's mass before normalizing: a constant up to a
 relative 1e-6 (the map after min-max scaling shows only that epsilon and rounding). A strict sub-region
 carries information: :func:`matched_region` (the query cells where RCN found the class's evidence) or a
 query mask.
@@ -33,32 +39,67 @@ from fss_attr.data.classification.episodes import EpisodeSampler, PoolFeatures
 from fss_attr.data.classification.pool import ImagePool
 from fss_attr.affex.interp import upsample_bilinear
 from fss_attr.affex.levels import LevelScores
+from fss_attr.explanation import Explanation, minmax
 from fss_attr.fewshot.classifier import check_labels
 from fss_attr.fewshot.rcn import RCNOutput, RegionComparisonNetwork
+from fss_attr.validation import check_grid, check_positive_int
 
 
-@dataclass
-class RegionActivationMaps:
-    """RAM of an episode: Qn queries, n_way classes, K shots, grid h×w.
+def region_activation_maps(output: RCNOutput, out_size: tuple[int, int] | None = None) -> Explanation:
+    """RAM of an episode (Qn queries, n_way classes, K shots, grid h×w) from RCN's intermediate quantities.
 
-    Attributes:
-        support: [Qn, n_way, K, h, w] w_r·s_r / K on the support regions; Σ over (K, h, w) = ``scores``.
-        query: [Qn, n_way, K, h, w] the same terms at the query cells they matched; Σ over (K, h, w) = ``scores``.
-        scores: [Qn, n_way] RCN's class scores.
+    Args:
+        output: RCN's :meth:`~fss_attr.fewshot.rcn.RegionComparisonNetwork.explain_features` of the episode.
+        out_size: (H, W) of ``maps``; None keeps the region grid (no upsampling).
+
+    Returns:
+        :class:`fss_attr.Explanation` with
+
+        - ``support`` (= ``raw``): [Qn, n_way, K, h, w] w_r·s_r / K on the support regions; Σ over (K, h, w) =
+          ``scores``;
+        - ``query``: [Qn, n_way, K, h, w] the same terms at the query cells they matched; Σ over (K, h, w) =
+          ``scores``;
+        - ``scores``: [Qn, n_way] RCN's class scores;
+        - ``maps``: [Qn, n_way, K, H, W] float32 in [0, 1], the support map upsampled bilinearly to ``out_size``
+          and min-max scaled per (query, class) jointly over the K shots (upsampling does not keep the sums).
     """
-
-    support: torch.Tensor
-    query: torch.Tensor
-    scores: torch.Tensor
-
-
-def region_activation_maps(output: RCNOutput) -> RegionActivationMaps:
-    """RAM from RCN's intermediate quantities (no upsampling; see :func:`upsample_maps`)."""
     qn, n_way, k, _ = output.weights.shape
     h, w = output.grid
     terms = output.weights * output.similarity / k                             # [Qn, n_way, K, R]
     routed = torch.zeros_like(terms).scatter_add_(-1, output.match, terms)
-    return RegionActivationMaps(terms.reshape(qn, n_way, k, h, w), routed.reshape(qn, n_way, k, h, w), output.scores)
+    support = terms.reshape(qn, n_way, k, h, w)
+    shown = support.detach() if out_size is None else upsample_maps(support.detach(), check_grid("out_size", out_size))
+    maps = minmax(shown.flatten(0, 1), torch.float32).reshape(shown.shape)
+    return Explanation(maps, support, scores=output.scores, support=support, query=routed.reshape(qn, n_way, k, h, w))
+
+
+class RegionActivationMapping:
+    """Region Activation Mapping of a :class:`~fss_attr.fewshot.rcn.RegionComparisonNetwork` (module docstring),
+    as an explainer of the protocol: ``explain(model, support, query) -> fss_attr.Explanation``."""
+
+    name = "ram"
+
+    @torch.no_grad()
+    def explain(self, model: RegionComparisonNetwork, support: torch.Tensor, query: torch.Tensor,
+                out_size: tuple[int, int] | None = None) -> Explanation:
+        """RAM of an episode.
+
+        Args:
+            model: a :class:`~fss_attr.fewshot.rcn.RegionComparisonNetwork`.
+            support: [n_way, K, 3, H, W] support images (as the model takes them).
+            query: [Qn, 3, H, W] query images.
+            out_size: (H, W) of ``maps``; default the query images' size.
+
+        Returns:
+            the :class:`fss_attr.Explanation` of :func:`region_activation_maps`.
+        """
+        if not isinstance(model, RegionComparisonNetwork):
+            raise TypeError(f"model must be a RegionComparisonNetwork, got {type(model).__name__}")
+        output = model.explain_features(*model.episode_features(support, query))
+        return region_activation_maps(output, tuple(query.shape[-2:]) if out_size is None else out_size)
+
+    def __repr__(self) -> str:
+        return "RegionActivationMapping()"
 
 
 def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -166,8 +207,7 @@ def category_regions(model: RegionComparisonNetwork, pool: ImagePool, class_inde
         raise TypeError(f"model must be a RegionComparisonNetwork, got {type(model).__name__}")
     if not 0 <= class_index < pool.n_classes:
         raise IndexError(f"class_index must be in 0..{pool.n_classes - 1}, got {class_index}")
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    check_positive_int("episodes", episodes)
     sampler = EpisodeSampler(pool, n_way, k_shot, n_query, seed)
     features = features or PoolFeatures(model, pool, progress=False)
     h, w = model.config["grid"]

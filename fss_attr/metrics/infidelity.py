@@ -8,7 +8,7 @@ over the query region R and a = the attribution map [N, H, W] broadcast over the
     infidelity      = mean_j (Ia_j − Δf_j)²
     infidelity_norm = mean_j (β·Ia_j − Δf_j)²,  β = Σ_j Ia_j·Δf_j / Σ_j Ia_j²  (β = 0 if every Ia_j = 0)
 
-β is the scalar that best fits the attribution to the output changes, so the normalised form does not
+β is the scalar that best fits the attribution to the output changes, so the normalized form does not
 change when the attribution is multiplied by a constant. Lower is better for both. Perturbations are
 evaluated ``internal_batch_size`` per forward pass; the noise of perturbation j of episode e comes from its
 own generator seeded with seed + e·J + j − 1, so batched and looped evaluation see the same noise. A call
@@ -21,13 +21,13 @@ import torch
 
 from fss_attr.data.episode import Episode
 from fss_attr.metrics.perturbation import ORIGINAL, check_attributions, forward_supports, scorer
-from fss_attr.validation import check_mask
+from fss_attr.validation import check_mask, check_positive, check_positive_int
 
 
 def infidelity(adapter, episode: Episode, attributions: torch.Tensor, region: torch.Tensor,
                n_perturbations: int = 16, sigma: float = 0.1, seed: int = 0, internal_batch_size: int = 16,
                loop: bool = False, cache: dict | None = None) -> dict[str, torch.Tensor]:
-    """Infidelity and normalised infidelity of support attributions, per episode.
+    """Infidelity and normalized infidelity of support attributions, per episode.
 
     Args:
         adapter: the model, ``adapter(episode) -> logits [B, 2, H, W]``.
@@ -35,7 +35,7 @@ def infidelity(adapter, episode: Episode, attributions: torch.Tensor, region: to
         attributions: [B, N, H, W] floating.
         region: [B, H, W] bool query region R of f (non-empty).
         n_perturbations: J, noise draws per episode.
-        sigma: noise standard deviation, in the units of the (normalised) support images.
+        sigma: noise standard deviation, in the units of the (normalized) support images.
         seed: base seed of the noise.
         internal_batch_size: perturbed support sets per forward pass; loop: one per forward pass.
         cache: optional dict shared by calls on the same episode batch and model (one per episode over many
@@ -48,10 +48,8 @@ def infidelity(adapter, episode: Episode, attributions: torch.Tensor, region: to
     attributions = check_attributions(attributions, episode)
     b = episode.batch_size
     region = check_mask("region", region, (b, *episode.image_size), episode.device)
-    if isinstance(n_perturbations, bool) or not isinstance(n_perturbations, int) or n_perturbations < 1:
-        raise ValueError(f"n_perturbations must be a positive int, got {n_perturbations!r}")
-    if not float(sigma) > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma!r}")
+    check_positive_int("n_perturbations", n_perturbations)
+    check_positive("sigma", sigma)
     j_count = n_perturbations + 1          # item 0 of each episode: the original support (f(x))
     a64 = attributions.to(torch.float64)
 

@@ -1,7 +1,7 @@
 """Perturbation states of the support set, and their evaluation through a model, many states per forward pass.
 
 A *state* of an episode keeps some support pixels as they are and replaces the others by a zero substrate:
-RGB value 0 (the mean colour, since images are normalised) and mask value 0. The query never changes.
+RGB value 0 (the mean colour, since images are normalized) and mask value 0. The query never changes.
 Which pixels are kept follows a ranking of the support pixels (n, y, x) by attribution, descending, ties
 broken by a stable sort (index order over the flattened [N, H, W] array):
 
@@ -29,7 +29,7 @@ import torch
 
 from fss_attr.data.episode import Episode
 from fss_attr.metrics.scores import SCORES
-from fss_attr.validation import check_mask, check_tensor
+from fss_attr.validation import check_choice, check_mask, check_positive_int, check_tensor
 
 MODES = ("insertion", "deletion")
 ORDERS = ("pixel", "image")
@@ -71,8 +71,7 @@ def moved_count(t: int, steps: int, fraction: float, total: int) -> int:
 
     ``fraction`` is read as the decimal it prints as (0.01 is exactly 1/100).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    check_positive_int("steps", steps)
     if not 0 < float(fraction) <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
     x = Fraction(t, steps) * Fraction(repr(float(fraction))) * total
@@ -114,10 +113,8 @@ SUBSTRATE = State("substrate")
 
 def make_state(order: str, mode: str, k: int, total: int) -> State:
     """The state after k of ``total`` ranked pixels (order="pixel") or images (order="image") have moved."""
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_choice("order", order, ORDERS)
+    check_choice("mode", mode, MODES)
     if not 0 <= k <= total:
         raise ValueError(f"k must be in [0, {total}], got {k}")
     kept = k if mode == "insertion" else total - k
@@ -150,9 +147,7 @@ def chunks(n: int, size: int) -> Iterable[range]:
 
 
 def check_batch_size(internal_batch_size) -> int:
-    if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int) or internal_batch_size < 1:
-        raise ValueError(f"internal_batch_size must be a positive int, got {internal_batch_size!r}")
-    return internal_batch_size
+    return check_positive_int("internal_batch_size", internal_batch_size)
 
 
 @torch.no_grad()
@@ -211,8 +206,7 @@ def scorer(names: Sequence[str], episode: Episode, region: torch.Tensor | None):
     "iou" (against episode.query_mask), "confidence" and "logit" (over ``region`` [B, H, W])."""
     names = tuple(dict.fromkeys(names))
     for name in names:
-        if name not in SCORES:
-            raise ValueError(f"score must be one of {tuple(SCORES)}, got {name!r}")
+        check_choice("score", name, SCORES)
     if "iou" in names and episode.query_mask is None:
         raise ValueError("the IoU score needs the episode's query_mask (the query ground truth)")
     if set(names) & {"confidence", "logit"}:

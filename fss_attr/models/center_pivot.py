@@ -14,6 +14,7 @@ the official implementation so that its checkpoints load.
 from __future__ import annotations
 
 import torch
+from fss_attr.validation import check_positive_int
 from torch import nn
 
 
@@ -28,10 +29,8 @@ class CenterPivotConv4d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, support_stride: int = 1):
         super().__init__()
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
-        if support_stride < 1:
-            raise ValueError(f"support_stride must be >= 1, got {support_stride!r}")
+        check_positive_int("kernel_size", kernel_size, odd=True)
+        check_positive_int("support_stride", support_stride)
         pad = kernel_size // 2
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=pad)
         self.conv2 = nn.Conv2d(in_channels, out_channels, kernel_size, stride=support_stride, padding=pad)

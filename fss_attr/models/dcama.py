@@ -23,7 +23,7 @@ skip-connection support features are the maximum over shots. With N = 1 this is 
 official n-shot code, run with a batch of more than one episode, mixes the support keys of different
 episodes; here every episode uses its own shots, which is what it computes for batch 1.)
 
-Inputs: square images, ImageNet-normalised, H = W = 384 for Swin-B (its window masks are built for its input
+Inputs: square images, ImageNet-normalized, H = W = 384 for Swin-B (its window masks are built for its input
 size) and a multiple of 32 for ResNet-50. The module is put in eval mode (the official dropouts are p = 0.5).
 """
 from __future__ import annotations
@@ -44,6 +44,7 @@ from fss_attr.models.base import MatchingAdapter
 from fss_attr.models.dcama_blocks import DCAMAHead
 from fss_attr.backbones.resnet import bottleneck_count, bottleneck_features
 from fss_attr.backbones.swin import SwinTransformer, swin_b_384
+from fss_attr.validation import check_choice, check_positive_int
 
 BACKBONES = ("swin_b", "resnet50")
 RESNET_CHANNELS = (256, 512, 1024, 2048)
@@ -54,8 +55,7 @@ def official_keys(backbone: str) -> dict[str, tuple[tuple[int, ...], torch.dtype
 
     Read from the committed lists ``fss_attr/models/keys/dcama_{backbone}.txt``, derived from the official code.
     """
-    if backbone not in BACKBONES:
-        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+    check_choice("backbone", backbone, BACKBONES)
     return checkpoint.read_key_list(f"dcama_{backbone}.txt")
 
 
@@ -178,9 +178,7 @@ class DCAMA(MatchingAdapter):
     def decode(self, state: DCAMAState, ablate_level: int | None = None) -> torch.Tensor:
         coarse = [lv.coarse for lv in state.levels]
         if ablate_level is not None:
-            if isinstance(ablate_level, bool) or not isinstance(ablate_level, int) or \
-                    not 0 <= ablate_level < len(coarse):
-                raise ValueError(f"ablate_level must be None or an int in [0, {len(coarse)}), got {ablate_level!r}")
+            check_positive_int("ablate_level", ablate_level, 0, len(coarse) - 1)
             coarse[ablate_level] = torch.zeros_like(coarse[ablate_level])
         logits = self.model.fuse(coarse, state.query_skips, state.support_skips)
         if tuple(logits.shape[-2:]) != tuple(state.image_size):

@@ -14,7 +14,7 @@ background matching. Per bottleneck level l and (query, support image) pair, as 
    cells' fg prototypes exceeds that to their bg prototypes; the query fg/bg prototypes are its masked means.
 3. Transformation: with C_s = rows (bg, fg) of the support prototypes and C_q = rows (fg, bg) of the query
    prototypes (the official call passes the query pair in this order; the trained weights expect it), every
-   row scaled by 1 / (|row| + 1e-6), and R_s, R_q the likewise-normalised weights [2, C] of the stage's
+   row scaled by 1 / (|row| + 1e-6), and R_s, R_q the likewise-normalized weights [2, C] of the stage's
    ``reference_layer`` (support: 1/2/3 for layer2/3/4, query: 4/5/6),
        P = (pinv(C_s) R_s)ᵀ,   P_q = ½ (pinv(C_q) R_q)ᵀ + ½ P,
    the support features (fg- and bg-masked) are mapped by P and the query features by P_q. P has rank 2, so
@@ -40,7 +40,7 @@ from fss_attr.data.episode import Episode
 from fss_attr.affex.levels import LevelScores
 from fss_attr.models.hsnet import HSNet, HypercorrelationState, hypercorrelation
 
-PROTOTYPE_EPS = 1e-6      # masked-mean denominators and row normalisation in the official code
+PROTOTYPE_EPS = 1e-6      # masked-mean denominators and row normalization in the official code
 GRID_SIDE = 4
 
 
@@ -70,7 +70,7 @@ def masked_mean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def unit_rows(x: torch.Tensor) -> torch.Tensor:
-    """Rows scaled by 1 / (|row| + 1e-6) along the last dimension (the official normalisation)."""
+    """Rows scaled by 1 / (|row| + 1e-6) along the last dimension (the official normalization)."""
     return x / (x.norm(dim=-1, keepdim=True) + PROTOTYPE_EPS)
 
 
@@ -110,7 +110,7 @@ def doubly_matching_transform(query: torch.Tensor, support: torch.Tensor, mask: 
         query: [K, C, hq, wq] query features.
         support: [K, C, hs, ws] support features (not masked).
         mask: [K, 1, hs, ws] the support mask resized to the level's grid.
-        ref_support, ref_query: [K, 2, C] normalised reference weights (support and query).
+        ref_support, ref_query: [K, 2, C] normalized reference weights (support and query).
 
     Returns:
         The transformed query [K, C, hq, wq], fg-masked support and bg-masked support [K, C, hs, ws].
@@ -153,7 +153,7 @@ class DMTNet(HSNet):
         return (block.bn3 if hasattr(block, "bn3") else block.bn2).num_features
 
     def _references(self, stage: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The normalised support and query reference weights [K, 2, C] of a stage (0, 1, 2 = layer2, 3, 4)."""
+        """The normalized support and query reference weights [K, 2, C] of a stage (0, 1, 2 = layer2, 3, 4)."""
         support = getattr(self, f"reference_layer{stage + 1}").weight
         query = getattr(self, f"reference_layer{stage + 4}").weight
         return (unit_rows(self.dropout(support.expand(k, *support.shape))),

@@ -23,6 +23,7 @@ from fss_attr.data.episode import Episode
 from fss_attr.affex.levels import LevelFeatures
 from fss_attr.models.base import MatchingAdapter
 from fss_attr.ops.torch_twin import similarity_scores
+from fss_attr.validation import check_choice, check_positive, check_positive_int
 
 @dataclass
 class _Level:
@@ -53,12 +54,9 @@ class FeatureMatcher(MatchingAdapter):
     def __init__(self, backbone: nn.Module, n_levels: int, similarity: str = "cosine", temperature: float = 0.05,
                  level_weights: Sequence[float] | None = None):
         super().__init__()
-        if similarity not in ("cosine", "dot"):
-            raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if not isinstance(n_levels, int) or n_levels < 1:
-            raise ValueError(f"n_levels must be a positive int, got {n_levels!r}")
+        check_choice("similarity", similarity, ("cosine", "dot"))
+        check_positive("temperature", temperature)
+        check_positive_int("n_levels", n_levels)
         w = torch.full((n_levels,), 1.0 / n_levels) if level_weights is None else torch.as_tensor(
             level_weights, dtype=torch.float32)
         if w.shape != (n_levels,) or bool((w < 0).any()) or not float(w.sum()) > 0:

@@ -10,7 +10,7 @@ The model, as in the official code (github.com/juhongm999/hsnet, whose checkpoin
        C_l[n](q, s) = relu( <x_q, y_s> / ((|x_q| + 1e-5) · (|y_s| + 1e-5)) ),
 
    a cosine with the official code's epsilon (added to the norm; fss_attr's "cosine" op divides by
-   max(|x|, 1e-8) instead, so the features are normalised here with the official epsilon and the op runs
+   max(|x|, 1e-8) instead, so the features are normalized here with the official epsilon and the op runs
    its "dot" similarity: the values are exactly the official ones).
 3. The 4D center-pivot learner squeezes the channels of each stage, mixes the stages and decodes 2-class
    logits, which are resized to the image size (bilinear, align_corners=True).
@@ -19,7 +19,7 @@ The model, as in the official code (github.com/juhongm999/hsnet, whose checkpoin
 
 What AffEx sees (``levels``): one level per hypercorrelation channel, 13 for ResNet-50, in network order
 (layer2 blocks 0–3, layer3 blocks 0–5, layer4 blocks 0–2), each exactly the affinity the learner reads:
-S_l = relu(cos(q, s_fg)) with the official epsilon, as a LevelFeatures (normalised query and fg-masked support
+S_l = relu(cos(q, s_fg)) with the official epsilon, as a LevelFeatures (normalized query and fg-masked support
 features, "dot", relu). HSNet never matches background-masked support features, so unlike DMTNet
 (design.md §1: relu(cos(q, s_fg)) + relu(cos(q, s_bg))) there is no background term: adding one would explain a
 matching the model does not do. Support positions outside the mask have zero features and score 0.
@@ -42,13 +42,14 @@ from fss_attr.models import checkpoint
 from fss_attr.models.base import MatchingAdapter
 from fss_attr.models.center_pivot import CenterPivotConv4d
 from fss_attr.backbones.resnet import bottleneck_count, bottleneck_features
+from fss_attr.validation import check_choice, check_positive_int
 
 OFFICIAL_COSINE_EPS = 1e-5
 SHOT_FUSIONS = ("vote", "mean")
 
 
 def normalize_official(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """x / (|x| + 1e-5) along ``dim``: the normalisation of the official hypercorrelation."""
+    """x / (|x| + 1e-5) along ``dim``: the normalization of the official hypercorrelation."""
     return x / (x.norm(dim=dim, keepdim=True) + OFFICIAL_COSINE_EPS)
 
 
@@ -61,13 +62,13 @@ def hypercorrelation(query: torch.Tensor, support: torch.Tensor) -> torch.Tensor
 
     Returns:
         [K·N, hq, wq, hs, ws], row k·N + n pairing query k with its shot n: relu of the cosine with the
-        official epsilon, computed by fss_attr.ops.correlation ("dot" on pre-normalised features).
+        official epsilon, computed by fss_attr.ops.correlation ("dot" on pre-normalized features).
     """
     return _normalized_hypercorrelation(normalize_official(query, 1), normalize_official(support, 2))
 
 
 def _normalized_hypercorrelation(query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """:func:`hypercorrelation` of features already normalised by :func:`normalize_official`."""
+    """:func:`hypercorrelation` of features already normalized by :func:`normalize_official`."""
     corr = ops.correlation(query, support, "dot", relu=True)
     k, hq, wq, n, hs, ws = corr.shape
     return corr.permute(0, 3, 1, 2, 4, 5).reshape(k * n, hq, wq, hs, ws)
@@ -162,7 +163,7 @@ class HypercorrelationState:
         corrs: per level [B·N, hq, wq, hs, ws], the hypercorrelation channels the learner reads (row b·N + n
             pairs episode b with its shot n).
         batch_size, n_shots, image_size: B, N and (H, W) of the episodes.
-        query, support: HSNet only: per level the normalised query features [B, Q, C] and fg-masked support
+        query, support: HSNet only: per level the normalized query features [B, Q, C] and fg-masked support
             features [B, N·hs·ws, C] whose "dot" (then relu) is the channel.
         bg_corrs: DMTNet only: per level the background-masked channels, like ``corrs``.
     """
@@ -181,7 +182,7 @@ class HSNet(MatchingAdapter):
 
     Parameter and buffer names match the official checkpoints (``backbone.*``, ``hpn_learner.*``); load one with
     :meth:`load_official` or :meth:`from_checkpoint` (keys with or without the ``"module."`` prefix).
-    Images are expected ImageNet-normalised (fss_attr.data.imagenet.imagenet_normalize), as the official data
+    Images are expected ImageNet-normalized (fss_attr.data.imagenet.imagenet_normalize), as the official data
     loaders do. The backbone stays in eval mode (as in the official ``train_mode``).
 
     Args:
@@ -200,8 +201,7 @@ class HSNet(MatchingAdapter):
 
     def __init__(self, backbone: nn.Module | None = None, shot_fusion: str = "vote"):
         super().__init__()
-        if shot_fusion not in SHOT_FUSIONS:
-            raise ValueError(f"shot_fusion must be one of {SHOT_FUSIONS}, got {shot_fusion!r}")
+        check_choice("shot_fusion", shot_fusion, SHOT_FUSIONS)
         if backbone is not None and not isinstance(backbone, torchvision.models.ResNet):
             raise TypeError(f"backbone must be a torchvision ResNet, got {type(backbone).__name__}")
         self.backbone = torchvision.models.resnet50(weights=None) if backbone is None else backbone
@@ -285,8 +285,7 @@ class HSNet(MatchingAdapter):
     def _check_ablate_level(self, ablate_level) -> None:
         if ablate_level is None:
             return
-        if isinstance(ablate_level, bool) or not isinstance(ablate_level, int) or not 0 <= ablate_level < self.n_levels:
-            raise ValueError(f"ablate_level must be None or an int in [0, {self.n_levels}), got {ablate_level!r}")
+        check_positive_int("ablate_level", ablate_level, 0, self.n_levels - 1)
 
     def shot_logits(self, state: HypercorrelationState, ablate_level: int | None = None) -> torch.Tensor:
         """Per-shot logits [B, N, 2, H, W] (the official single-shot forward for each support image)."""

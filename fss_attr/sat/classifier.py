@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fss_attr.validation import check_tensor
+from fss_attr.validation import check_nonnegative, check_tensor
 
 
 class LinearProbe(nn.Module):
@@ -50,8 +50,7 @@ class LinearProbe(nn.Module):
                              f"{tuple(labels.shape)}")
         if int(labels.min()) < 0 or int(labels.max()) >= n_classes:
             raise ValueError(f"labels must lie in 0..{n_classes - 1}")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        check_nonnegative("weight_decay", weight_decay)
         pooled = pooled.detach()
         linear = nn.Linear(pooled.shape[1], n_classes, dtype=pooled.dtype, device=pooled.device)
         nn.init.zeros_(linear.weight)
@@ -86,7 +85,7 @@ class ProbedClassifier(nn.Module):
     """RGB images [B, 3, H, W] in [0, 1] -> logits [B, K]: ``head(features(images))``.
 
     Args:
-        features: images -> feature map [B, C, h, w] (e.g. a frozen backbone block, input normalisation inside).
+        features: images -> feature map [B, C, h, w] (e.g. a frozen backbone block, input normalization inside).
         head: a :class:`LinearProbe` (or any feature map -> logits module).
     """
 

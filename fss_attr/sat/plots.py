@@ -11,11 +11,11 @@ import numpy as np
 
 from fss_attr.sat.table import SUMMARY_COLUMNS
 from fss_attr.viz import pyplot, save_figure
+from fss_attr.validation import check_choice
 
 
 def _grid(summary: Sequence[dict], value: str):
-    if value not in SUMMARY_COLUMNS[3:]:
-        raise ValueError(f"value must be one of {SUMMARY_COLUMNS[3:]}, got {value!r}")
+    check_choice("value", value, SUMMARY_COLUMNS[3:])
     if not summary:
         raise ValueError("summary has no rows")
     classes = list(dict.fromkeys(r["class"] for r in summary))

@@ -1,7 +1,7 @@
 """Per-(image, segment) saliency statistics as one batched masked reduction.
 
 For B maps and S named segments the statistics are three tensors: the pixel count of each segment [B, S], the
-saliency inside it [B, S] and the total saliency of each (normalised) map [B]. Everything a row of a Segment
+saliency inside it [B, S] and the total saliency of each (normalized) map [B]. Everything a row of a Segment
 Attribution Table holds follows from them: mean saliency = inside / count, share = inside / total.
 
 - Label maps [B, H, W]: per-label histograms by ``bincount`` (weighted by the map for the sums, unweighted for
@@ -15,7 +15,7 @@ Attribution Table holds follows from them: mean saliency = inside / count, share
   with two columns runs at a fraction of memory bandwidth there).
 - COCO annotations: decoded to binary masks (:func:`fss_attr.sat.segments.coco_masks`), then as masks.
 
-The reduction reads the raw maps; the per-image normalisation (an affine map, see
+The reduction reads the raw maps; the per-image normalization (an affine map, see
 :mod:`fss_attr.sat.normalize`) is applied to the [B, S] sums afterwards: sum' = (sum - offset·count) / scale.
 Accumulation runs in float64 for float64 maps and in float32 otherwise (float16/bfloat16 maps are upcast); pixel
 counts are exact (with TF32 matrix products enabled on GPU, mask sums would be rounded to TF32's 10-bit mantissa).
@@ -27,9 +27,9 @@ from typing import Sequence
 
 import torch
 
-from fss_attr.sat.normalize import check_normalise, normalise_params
+from fss_attr.sat.normalize import check_normalize, normalize_params
 from fss_attr.sat.segments import check_names, coco_masks, label_table
-from fss_attr.validation import check_mask, check_tensor
+from fss_attr.validation import check_choice, check_mask, check_tensor
 
 RANK_BY = ("mean", "share")
 ROW_COLUMNS = ("image_id", "class", "segment", "pixels", "mean_saliency", "share")
@@ -42,8 +42,8 @@ class SegmentStats:
     Attributes:
         names: the S segment names.
         counts: [B, S] int64 pixels of each segment (0: the segment is missing from the image).
-        sums: [B, S] float saliency inside each segment (of the normalised map).
-        totals: [B] float total saliency of each normalised map.
+        sums: [B, S] float saliency inside each segment (of the normalized map).
+        totals: [B] float total saliency of each normalized map.
     """
 
     names: tuple[str, ...]
@@ -72,8 +72,7 @@ class SegmentStats:
         """[B] int64 index of the segment that ranks first in each image by ``rank_by`` ("mean" saliency per
         pixel or "share"), among the segments present; the lowest index wins ties; -1 where no segment is
         present or the map's total saliency is 0 (nothing ranks first in an empty map)."""
-        if rank_by not in RANK_BY:
-            raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
+        check_choice("rank_by", rank_by, RANK_BY)
         value = self.mean if rank_by == "mean" else self.share
         value = torch.where(self.present, value, torch.full_like(value, float("-inf")))
         idx = value.argmax(1) if value.shape[1] else torch.zeros(value.shape[0], dtype=torch.int64,
@@ -110,10 +109,10 @@ def _batched(device: torch.device) -> bool:
     return device.type != "cpu" or BATCHED_ON_CPU
 
 
-def _prepare(maps: torch.Tensor, normalise: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """maps in the accumulation dtype, and their per-image totals; checks maps and ``normalise``."""
+def _prepare(maps: torch.Tensor, normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """maps in the accumulation dtype, and their per-image totals; checks maps and ``normalize``."""
     check_tensor("maps", maps, ndim=3, floating=True)
-    check_normalise(normalise)
+    check_normalize(normalize)
     maps = maps.to(torch.float64 if maps.dtype == torch.float64 else torch.float32)
     b, h, w = maps.shape
     totals = maps.reshape(b, h * w).sum(1)
@@ -122,9 +121,9 @@ def _prepare(maps: torch.Tensor, normalise: str) -> tuple[torch.Tensor, torch.Te
     return maps, totals
 
 
-def _normalised(names, counts, sums, maps, totals, normalise) -> SegmentStats:
-    """Apply the per-image affine normalisation to raw segment sums and totals."""
-    offset, scale = normalise_params(maps, normalise, totals)
+def _normalized(names, counts, sums, maps, totals, normalize) -> SegmentStats:
+    """Apply the per-image affine normalization to raw segment sums and totals."""
+    offset, scale = normalize_params(maps, normalize, totals)
     b, h, w = maps.shape
     sums = (sums - offset[:, None] * counts.to(sums.dtype)) / scale[:, None]
     totals = (totals - offset * (h * w)) / scale
@@ -153,7 +152,7 @@ def _label_histograms(maps: torch.Tensor, labels: torch.Tensor, n_labels: int
     return sums.to(maps.dtype), counts
 
 
-def label_stats(maps: torch.Tensor, labels: torch.Tensor, names, normalise: str = "mean") -> SegmentStats:
+def label_stats(maps: torch.Tensor, labels: torch.Tensor, names, normalize: str = "mean") -> SegmentStats:
     """Statistics from label maps.
 
     Args:
@@ -162,9 +161,9 @@ def label_stats(maps: torch.Tensor, labels: torch.Tensor, names, normalise: str 
         names: the name table: a sequence (label i -> names[i]) or a mapping {label: name}; labels without a
             name (e.g. 255) are ignored. Histograms run over 0..(largest named label + 1), so tables of very
             large label values cost memory in proportion (renumber them first).
-        normalise: see :mod:`fss_attr.sat.normalize`.
+        normalize: see :mod:`fss_attr.sat.normalize`.
     """
-    maps, totals = _prepare(maps, normalise)
+    maps, totals = _prepare(maps, normalize)
     check_tensor("labels", labels, ndim=3)
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
         raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
@@ -187,19 +186,19 @@ def label_stats(maps: torch.Tensor, labels: torch.Tensor, names, normalise: str 
     sums = torch.zeros(b, len(seg_names) + 1, dtype=maps.dtype, device=maps.device)
     sums.index_add_(1, lut, hist_sums)
     counts = torch.zeros(b, len(seg_names) + 1, dtype=torch.int64, device=maps.device).index_add_(1, lut, hist_counts)
-    return _normalised(seg_names, counts[:, :-1], sums[:, :-1], maps, totals, normalise)
+    return _normalized(seg_names, counts[:, :-1], sums[:, :-1], maps, totals, normalize)
 
 
-def mask_stats(maps: torch.Tensor, masks: torch.Tensor, names: Sequence[str], normalise: str = "mean") -> SegmentStats:
+def mask_stats(maps: torch.Tensor, masks: torch.Tensor, names: Sequence[str], normalize: str = "mean") -> SegmentStats:
     """Statistics from binary masks, which may overlap.
 
     Args:
         maps: [B, H, W] floating saliency maps.
         masks: [B, S, H, W] bool or 0/1 (same device as maps); an all-zero mask is a missing segment.
         names: S distinct segment names.
-        normalise: see :mod:`fss_attr.sat.normalize`.
+        normalize: see :mod:`fss_attr.sat.normalize`.
     """
-    maps, totals = _prepare(maps, normalise)
+    maps, totals = _prepare(maps, normalize)
     check_tensor("masks", masks, ndim=4)
     b, h, w = maps.shape
     s = masks.shape[1]
@@ -224,11 +223,11 @@ def mask_stats(maps: torch.Tensor, masks: torch.Tensor, names: Sequence[str], no
                 part.copy_(flat[i, :, p: p + q])
                 sums[i].addmv_(part, values[i, p: p + q])
                 counts[i].add_(part.sum(1))
-    return _normalised(names, counts.round().long(), sums.to(maps.dtype), maps, totals, normalise)
+    return _normalized(names, counts.round().long(), sums.to(maps.dtype), maps, totals, normalize)
 
 
 def coco_stats(maps: torch.Tensor, annotations: Sequence[Sequence[dict]], names: Sequence[str],
-               normalise: str = "mean", categories: dict | None = None) -> SegmentStats:
+               normalize: str = "mean", categories: dict | None = None) -> SegmentStats:
     """Statistics from COCO annotations: ``annotations[i]`` is image i's list of annotation dicts (see
     :func:`fss_attr.sat.segments.coco_masks`); ``names`` orders the segments."""
     check_tensor("maps", maps, ndim=3, floating=True)
@@ -237,19 +236,19 @@ def coco_stats(maps: torch.Tensor, annotations: Sequence[Sequence[dict]], names:
         raise ValueError(f"annotations must be a list of {b} per-image annotation lists")
     masks = torch.stack([coco_masks(a, names, h, w, categories) for a in annotations]) if b else \
         torch.zeros(0, len(check_names(names)), h, w, dtype=torch.bool)
-    return mask_stats(maps, masks.to(maps.device), names, normalise)
+    return mask_stats(maps, masks.to(maps.device), names, normalize)
 
 
-def segment_stats(maps: torch.Tensor, segments, names, normalise: str = "mean", categories: dict | None = None
+def segment_stats(maps: torch.Tensor, segments, names, normalize: str = "mean", categories: dict | None = None
                   ) -> SegmentStats:
     """Dispatch on the form of ``segments``: [B, H, W] integer labels (``names``: a name table), [B, S, H, W]
     binary masks (``names``: S names), or a list of per-image COCO annotation lists (``names``: the segments)."""
     if isinstance(segments, torch.Tensor):
         if segments.dim() == 3:
-            return label_stats(maps, segments, names, normalise)
+            return label_stats(maps, segments, names, normalize)
         if segments.dim() == 4:
-            return mask_stats(maps, segments, names, normalise)
+            return mask_stats(maps, segments, names, normalize)
         raise ValueError(f"segments must be [B, H, W] labels or [B, S, H, W] masks, got shape {tuple(segments.shape)}")
     if isinstance(segments, (list, tuple)):
-        return coco_stats(maps, segments, names, normalise, categories)
+        return coco_stats(maps, segments, names, normalize, categories)
     raise TypeError(f"segments must be a tensor or a list of COCO annotation lists, got {type(segments).__name__}")

@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 import torch
 
 from fss_attr.sat.reduce import RANK_BY, ROW_COLUMNS, SegmentStats, _per_image
+from fss_attr.validation import check_choice
 
 SUMMARY_COLUMNS = ("class", "segment", "n_images", "presence", "mean_saliency", "std_saliency", "mean_share",
                    "std_share", "rank_first")
@@ -74,9 +75,7 @@ class SATAccumulator:
     """
 
     def __init__(self, rank_by: str = "mean"):
-        if rank_by not in RANK_BY:
-            raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
-        self.rank_by = rank_by
+        self.rank_by = check_choice("rank_by", rank_by, RANK_BY)
         self.classes: list = []
         self.segments: list[str] = []
         self._class_index: dict = {}

@@ -4,7 +4,7 @@ controlled triplets whose shared object is known.
 Deletion/insertion: the pixels of one image x of a pair (x, partner) are ranked by x's map (descending,
 stable: :func:`fss_attr.metrics.perturbation.pixel_ranks`); at step t of T = steps + 1 states,
 k_t = round(t/steps · H·W) ranked pixels have moved (:func:`~fss_attr.metrics.perturbation.moved_count`)
-between x and the zero substrate (the mean colour of normalised images): deletion sets them to zero,
+between x and the zero substrate (the mean colour of normalized images): deletion sets them to zero,
 insertion keeps only them. The score of a state is s(embed(x_state), embed(partner)); the partner never
 changes. AUC by :func:`fss_attr.metrics.perturbation.auc` (trapezoid on x ∈ [0, 1]). States are embedded
 ``internal_batch_size`` per forward pass (``loop=True``: one per pass, the reference).
@@ -19,7 +19,7 @@ from fss_attr.metrics.localisation import pointing_game, relevance_mass
 from fss_attr.metrics.perturbation import MODES, auc, check_batch_size, chunks, moved_count, pixel_ranks
 from fss_attr.similarity.explainers import GradientAttention, check_model, default_methods
 from fss_attr.similarity.measures import similarity
-from fss_attr.validation import check_tensor
+from fss_attr.validation import check_choice, check_positive_int, check_tensor
 
 
 @torch.no_grad()
@@ -46,8 +46,7 @@ def similarity_curves(model, x: torch.Tensor, partner: torch.Tensor, maps: torch
     if partner.shape[0] != x.shape[0] or tuple(maps.shape) != (x.shape[0], *x.shape[-2:]):
         raise ValueError(f"partner must be [B, 3, H', W'] and maps [B, H, W] for x {tuple(x.shape)}, got "
                          f"{tuple(partner.shape)} and {tuple(maps.shape)}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_choice("mode", mode, MODES)
     size = 1 if loop else check_batch_size(internal_batch_size)
     b, _, h, w = x.shape
     ks = [moved_count(t, steps, 1.0, h * w) for t in range(steps + 1)]
@@ -84,7 +83,7 @@ def pair_maps(model, xa: torch.Tensor, xp: torch.Tensor, xn: torch.Tensor | None
         ex = method.explain(model, xa, xp)
         maps[name], scores[name] = ex.maps, ex.scores
     if xn is not None:
-        ex = GradientAttention(form="triplet").explain_triplets(model, xa, xp, xn)
+        ex = GradientAttention(form="triplet").explain(model, xa, xp, xn)
         maps[TRIPLET], scores[TRIPLET] = ex.maps[:, :2], ex.scores[:, 0]
     return maps, scores
 
@@ -155,7 +154,7 @@ def controlled_triplets(n: int, size: int = 128, seed: int = 0, n_distractors: i
     so the object is the only content the anchor and the positive share. Deterministic from ``seed``.
 
     Returns:
-        {"anchor", "positive", "negative": [n, 3, size, size] float32 ImageNet-normalised,
+        {"anchor", "positive", "negative": [n, 3, size, size] float32 ImageNet-normalized,
          "anchor_mask", "positive_mask", "negative_mask": [n, size, size] bool object masks,
          "anchor_distractors", "positive_distractors", "negative_distractors": [n, size, size] bool,
          "classes": list of n (shared class, negative's class), "distractor_classes": list of n triples (one
@@ -164,13 +163,9 @@ def controlled_triplets(n: int, size: int = 128, seed: int = 0, n_distractors: i
     from fss_attr.data.controlled import CLASSES
     from fss_attr.data.textures import BACKGROUND_SOURCES
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 16:
-        raise ValueError(f"size must be an int >= 16, got {size!r}")
-    if isinstance(n_distractors, bool) or not isinstance(n_distractors, int) \
-            or not 0 <= n_distractors <= MAX_DISTRACTORS:
-        raise ValueError(f"n_distractors must be an int in 0..{MAX_DISTRACTORS}, got {n_distractors!r}")
+    check_positive_int("n", n)
+    check_positive_int("size", size, 16)
+    check_positive_int("n_distractors", n_distractors, 0, MAX_DISTRACTORS)
     rng = np.random.default_rng(seed)
     out = {k: [] for r in ROLES for k in (r, f"{r}_mask", f"{r}_distractors")}
     out.update(classes=[], distractor_classes=[], backgrounds=[])

@@ -1,25 +1,34 @@
 """Explainers of a similarity s(x1, x2) between two images' embeddings, for pairs or all B×B pairs at once.
 
+The explainer protocol (docs/explainers.md): one call, three forms chosen by the number of image batches,
+each returning an :class:`fss_attr.Explanation` (``maps``, ``raw``, ``scores``):
+
+- ``explain(model, x1)``: all B×B pairs of one batch (``explain_all_pairs`` is this form by name);
+- ``explain(model, x1, x2)``: the pairs (x1[b], x2[b]);
+- ``explain(model, x1, x2, x3)``: triplets (anchor, positive, negative), for ``GradientAttention(form="triplet")``
+  (``explain_triplets`` is this form by name).
+
 Every explainer produces, for an image ``l`` explained against a partner ``r``, a *raw* map on the feature
 grid, raw [h, w] (before relu, in the feature dtype), then the shown map: relu, bilinear upsampling to the
 image size, min-max scaling per map to [0, 1] (float32). Notation (see :mod:`fss_attr.similarity.model`):
 A_l(p) ∈ R^C the feature at position p of the h×w grid, n = h·w, g = mean_p A(p), z = W g + b (W = I, b = 0
-without a linear layer), e = z/‖z‖ (or z without normalisation), s = s(e_l, e_r).
+without a linear layer), e = z/‖z‖ (or z without normalization), s = s(e_l, e_r).
 
-- :class:`SFAM` (Similar Feature Activation Map, Liao et al., arXiv 2506.01636, 2025). What the paper's public
-  pages give (its abstract): channel-wise contribution importance scores (CIS) derived from the similarity of
-  the two embeddings, in a cosine and a Euclidean form, and a map that combines them linearly with the feature
-  map, then relu and normalisation. Its equations were not reachable, so the form below is ours, chosen so
-  that the channel terms add up to the score. Every similarity of the GAP head is written, exactly, as an
-  affine function of the explained image's pooled features, s = Σ_c w_c g_l,c + o, with w and o computed from
-  both embeddings; then CIS_c = w_c g_l,c and Σ_c CIS_c + o = s:
-    cosine (and dot of normalised embeddings): v = z_r/(‖z_l‖‖z_r‖), w = Wᵀv, o = b·v;
-    dot (unnormalised): v = z_r, w = Wᵀv, o = b·v;
-    negative squared Euclidean, normalised embeddings (s = 2 cos − 2): w = 2Wᵀv, o = 2 b·v − 2;
-    negative squared Euclidean, unnormalised: d = z_l − z_r, w = −Wᵀd, o = −d·(b − z_r)
+- :class:`SFAM` (Similar Feature Activation Map, Liao et al., arXiv 2506.01636, 2025) — OUR FORMULATION, not the
+  paper's exact equations. What the paper's public pages give (its abstract): channel-wise contribution
+  importance scores (CIS) derived from the similarity of the two embeddings, in a cosine and a Euclidean form,
+  and a map that combines them linearly with the feature map, then relu and normalization. Its equations were
+  not reachable, so the form below is ours, chosen so that the channel terms add up to the score. Every
+  similarity of the GAP head is written, exactly, as an affine function of the explained image's pooled
+  features, s = Σ_c w_c g_l,c + o, with w and o computed from both embeddings; then CIS_c = w_c g_l,c and
+  Σ_c CIS_c + o = s:
+    cosine (and dot of normalized embeddings): v = z_r/(‖z_l‖‖z_r‖), w = Wᵀv, o = b·v;
+    dot (unnormalized): v = z_r, w = Wᵀv, o = b·v;
+    negative squared Euclidean, normalized embeddings (s = 2 cos − 2): w = 2Wᵀv, o = 2 b·v − 2;
+    negative squared Euclidean, unnormalized: d = z_l − z_r, w = −Wᵀd, o = −d·(b − z_r)
     (the exact decomposition −‖d‖² = −d·(W g_l + b − z_r) around the partner's embedding).
   For cosine of GAP features (no linear layer) o = 0 and CIS_c = g_l,c g_r,c/(‖g_l‖‖g_r‖): the per-channel
-  terms sum exactly to the score. With a linear layer and L2 normalisation the terms are over the C feature
+  terms sum exactly to the score. With a linear layer and L2 normalization the terms are over the C feature
   channels (w = Wᵀv) and sum to s − b·v: exactly s when the layer has no bias; the bias's share o = b·v is
   no channel's. Maps (``weighting``):
     "complete" (default): raw(p) = (Σ_c w_c A_l,c(p) + o)/n, so Σ_p raw(p) = s exactly (channel c's terms
@@ -34,55 +43,37 @@ without a linear layer), e = z/‖z‖ (or z without normalisation), s = s(e_l, 
   backward pass. Pair form: the similarity s(e_l, e_r). Triplet form: s_x = wᵀ e_x for x in (anchor,
   positive, negative) with w = (1 − |e_a − e_p|) ⊙ |e_a − e_n| held constant (not differentiated); it does
   not involve ``similarity``. When the score does not change as g_l is scaled (cosine, or any similarity of
-  L2-normalised embeddings, with no bias in the head) the pair-form raw map sums to zero over the positions
+  L2-normalized embeddings, with no bias in the head) the pair-form raw map sums to zero over the positions
   (Σ_c g_l,c ∂s/∂g_l,c = 0, a tested property), so relu keeps the part of the image that raises the score.
 - :class:`SpatialDecomposition` (Stylianou et al., WACV 2019): the point-to-point matrix
-  P[p, q] = k·(W A_l(p) + b)·(W A_r(q) + b)/n_l n_r, k = 1/(‖z_l‖‖z_r‖) for cosine or normalised embeddings
-  (1 for an unnormalised dot product), sums to s; its row sums give the map of l, its column sums the map
+  P[p, q] = k·(W A_l(p) + b)·(W A_r(q) + b)/n_l n_r, k = 1/(‖z_l‖‖z_r‖) for cosine or normalized embeddings
+  (1 for an unnormalized dot product), sums to s; its row sums give the map of l, its column sums the map
   of r. For a GAP head the row sums equal SFAM's "complete" map for every similarity the decomposition
   supports (a tested identity); here they are computed literally from the matrix.
-- :class:`GradCAMSimilarity`: Grad-CAM on the similarity target by autograd through the head (any head;
-  ``torch.func.vmap`` over all pairs). It is the autograd reference of the pair form of GradientAttention.
+- :class:`GradCAMSimilarity`: Grad-CAM (:func:`fss_attr.explanation.grad_cam_map`, fss_attr's one Grad-CAM) on
+  the similarity target by autograd through the head (any head; ``torch.func.vmap`` over all pairs). It is the
+  autograd reference of the pair form of GradientAttention.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from fss_attr.explanation import minmax
+from fss_attr.explanation import Explanation, grad_cam_map, minmax, score_gradient, weighted_channel_sum
 from fss_attr.affex.interp import upsample_bilinear
 from fss_attr.similarity.measures import check_similarity, head_vjp, similarity, similarity_grad
 from fss_attr.similarity.model import NORM_EPS, EmbeddingModel
-from fss_attr.validation import check_tensor
+from fss_attr.validation import check_choice, check_positive_int, check_tensor
 
 
-@dataclass
-class SimilarityExplanation:
-    """Result of an explainer.
+def finalize(raw: torch.Tensor, size: tuple[int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """raw [..., h, w] -> relu, bilinear upsampling to ``size`` (H, W), min-max per map -> [..., H, W] in
+    ``dtype`` (float32 for the ``maps`` of an Explanation).
 
-    Attributes:
-        maps: [..., H, W] float32 in [0, 1]: relu(raw), upsampled bilinearly, min-max scaled per map.
-        raw: [..., h, w] the maps on the feature grid before relu (feature dtype).
-        scores: the explained similarities, float (the feature dtype): [B] for
-            :meth:`SimilarityExplainer.explain` (s(x1[b], x2[b]), both maps of a pair explain it), [B, B] for
-            :meth:`SimilarityExplainer.explain_all_pairs`, [B, 3] for triplets (wᵀe of each image).
-
-    Leading dims of maps and raw: [B, 2] for :meth:`SimilarityExplainer.explain` (image 1 against image 2,
-    image 2 against image 1), [B, B] for :meth:`SimilarityExplainer.explain_all_pairs` (row i, column j:
-    image i against image j), [B, 3] for triplets (anchor, positive, negative).
-    """
-
-    maps: torch.Tensor
-    raw: torch.Tensor
-    scores: torch.Tensor
-
-
-def finalize(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """raw [..., h, w] -> relu, bilinear upsampling to ``size`` (H, W), min-max per map -> [..., H, W] float32."""
-    up = upsample_bilinear(raw.detach().clamp_min(0), tuple(size))
+    Differentiable when raw requires a gradient (the training constraint of
+    :class:`fss_attr.similarity.AttentionConsistencyLoss` uses it so)."""
+    up = upsample_bilinear(raw.clamp_min(0), tuple(size))
     lead = up.shape[:-2]
-    return minmax(up.reshape(-1, *up.shape[-2:]), torch.float32).reshape(*lead, *up.shape[-2:])
+    return minmax(up.reshape(-1, *up.shape[-2:]), dtype).reshape(*lead, *up.shape[-2:])
 
 
 def check_model(model) -> EmbeddingModel:
@@ -102,17 +93,6 @@ def _features(model: EmbeddingModel, **named: torch.Tensor) -> list[torch.Tensor
     with torch.no_grad():
         a = model.features(torch.cat(xs))
     return list(a.split(xs[0].shape[0]))
-
-
-def check_chunk(chunk) -> int:
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-    return chunk
-
-
-def _weighted_sum(w: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Σ_c w[l, ..., c] a[l, c, h, w] -> [l, ..., h, w]; w is [L, C] or [L, R, C], a is [L, C, h, w]."""
-    return torch.einsum("lc,lchw->lhw" if w.dim() == 2 else "lrc,lchw->lrhw", w, a)
 
 
 def _pair_shapes(g_l: torch.Tensor, g_r: torch.Tensor, all_pairs: bool):
@@ -142,28 +122,66 @@ class SimilarityExplainer:
         g_l, g_r = _pair_shapes(model.pool(a_l), model.pool(a_r), all_pairs)
         w, o = self.channel_weights(model, g_l, g_r)
         n = a_l.shape[-2] * a_l.shape[-1]
-        return (_weighted_sum(w, a_l) + o[..., None, None]) / n
+        return (weighted_channel_sum(w, a_l) + o[..., None, None]) / n
 
     def scores(self, model: EmbeddingModel, a_l: torch.Tensor, a_r: torch.Tensor, all_pairs: bool = False):
         e_l, e_r = _pair_shapes(model.head(a_l), model.head(a_r), all_pairs)
         return similarity(e_l, e_r, self.similarity)
 
-    def explain(self, model: EmbeddingModel, x1: torch.Tensor, x2: torch.Tensor) -> SimilarityExplanation:
-        """Explain s(x1[b], x2[b]) for each b: x1, x2 [B, 3, H, W] -> maps [B, 2, H, W] (see the result type)."""
-        check_model(model)
-        a1, a2 = _features(model, x1=x1, x2=x2)
-        raw = torch.stack([self.raw_maps(model, a1, a2), self.raw_maps(model, a2, a1)], 1)
-        scores = self.scores(model, a1, a2).detach()
-        return SimilarityExplanation(finalize(raw, x1.shape[-2:]), raw.detach(), scores)
+    def explain(self, model: EmbeddingModel, x1: torch.Tensor, x2: torch.Tensor | None = None,
+                x3: torch.Tensor | None = None) -> Explanation:
+        """Explain similarities of images x1 [B, 3, H, W] (the explainer protocol; the form follows the inputs).
 
-    def explain_all_pairs(self, model: EmbeddingModel, x: torch.Tensor) -> SimilarityExplanation:
-        """Explain all B×B pairs of a batch x [B, 3, H, W] in one call: maps [B, B, H, W], maps[i, j] is image
-        i's map for its similarity to image j."""
+        Args:
+            model: an :class:`~fss_attr.similarity.EmbeddingModel`.
+            x1: [B, 3, H, W] floating images.
+            x2: None (all pairs of x1), or [B, 3, H, W] the partners: explain s(x1[b], x2[b]).
+            x3: None, or [B, 3, H, W] the negatives of triplets (x1 anchors, x2 positives), for
+                ``GradientAttention(form="triplet")`` only.
+
+        Returns:
+            :class:`fss_attr.Explanation` with ``maps`` float32 in [0, 1] (relu'd, upsampled, min-max per map),
+            ``raw`` the maps on the feature grid before relu (feature dtype), and ``scores`` the explained
+            similarities:
+
+            - all pairs (x2 None): maps [B, B, H, W], maps[i, j] is image i's map for its similarity to image j;
+              raw [B, B, h, w]; scores [B, B];
+            - pairs: maps [B, 2, H, W] (x1[b] against x2[b], x2[b] against x1[b]); raw [B, 2, h, w];
+              scores [B] = s(x1[b], x2[b]) (both maps of a pair explain it);
+            - triplets: maps [B, 3, H, W] (anchor, positive, negative); raw [B, 3, h, w]; scores [B, 3] (wᵀe of
+              each image, see :class:`GradientAttention`).
+        """
         check_model(model)
-        (a,) = _features(model, x=x)
-        raw = self.raw_maps(model, a, a, all_pairs=True)
-        scores = self.scores(model, a, a, all_pairs=True).detach()
-        return SimilarityExplanation(finalize(raw, x.shape[-2:]), raw.detach(), scores)
+        if x3 is not None:
+            if x2 is None:
+                raise ValueError("triplets need x2 (the positives) and x3 (the negatives)")
+            a1, a2, a3 = _features(model, x1=x1, x2=x2, x3=x3)
+            raw, scores = self.triplet_raw(model, a1, a2, a3)
+        elif x2 is None:
+            (a1,) = _features(model, x1=x1)
+            raw = self.raw_maps(model, a1, a1, all_pairs=True)
+            scores = self.scores(model, a1, a1, all_pairs=True)
+        else:
+            a1, a2 = _features(model, x1=x1, x2=x2)
+            raw = torch.stack([self.raw_maps(model, a1, a2), self.raw_maps(model, a2, a1)], 1)
+            scores = self.scores(model, a1, a2)
+        raw = raw.detach()
+        return Explanation(finalize(raw, x1.shape[-2:]), raw, scores=scores.detach())
+
+    def explain_all_pairs(self, model: EmbeddingModel, x: torch.Tensor) -> Explanation:
+        """All B×B pairs of a batch x [B, 3, H, W]: the same as ``explain(model, x)`` (maps [B, B, H, W])."""
+        return self.explain(model, x)
+
+    def explain_triplets(self, model: EmbeddingModel, xa: torch.Tensor, xp: torch.Tensor,
+                         xn: torch.Tensor) -> Explanation:
+        """Triplets (anchor xa, positive xp, negative xn): the same as ``explain(model, xa, xp, xn)``."""
+        return self.explain(model, xa, xp, xn)
+
+    def triplet_raw(self, model: EmbeddingModel, a_a, a_p, a_n):
+        """Raw maps [B, 3, h, w] and scores [B, 3] of triplets; only :class:`GradientAttention`'s triplet form
+        explains triplets."""
+        raise ValueError(f"{type(self).__name__} explains pairs, not triplets: triplets (x3) need "
+                         "GradientAttention(form='triplet')")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -191,7 +209,9 @@ WEIGHTINGS = ("complete", "cis")
 
 
 class SFAM(SimilarityExplainer):
-    """Similar Feature Activation Map; formulas in the module docstring.
+    """Similar Feature Activation Map (Liao et al., 2025) in OUR FORMULATION: the paper's equations were not
+    available, so its channel importance scores are built here as the exact affine decomposition of the score
+    (formulas in the module docstring); the maps are not the paper's to the number.
 
     Args:
         similarity: "cosine", "dot" or "neg_sq_euclidean".
@@ -202,9 +222,7 @@ class SFAM(SimilarityExplainer):
 
     def __init__(self, similarity: str = "cosine", weighting: str = "complete"):
         super().__init__(similarity)
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        self.weighting = weighting
+        self.weighting = check_choice("weighting", weighting, WEIGHTINGS)
 
     def channel_weights(self, model, g_l, g_r):
         z_l, z_r = model.project(g_l), model.project(g_r)
@@ -231,26 +249,25 @@ class SFAM(SimilarityExplainer):
     def raw_maps(self, model, a_l, a_r, all_pairs=False):
         if self.weighting == "complete":
             return super().raw_maps(model, a_l, a_r, all_pairs)
-        return _weighted_sum(self.channel_scores(model, a_l, a_r, all_pairs)[0], a_l)
+        return weighted_channel_sum(self.channel_scores(model, a_l, a_r, all_pairs)[0], a_l)
 
 
 class GradientAttention(SimilarityExplainer):
     """Gradient-based similarity attention with the closed-form gradient of the GAP head (module docstring).
 
-    ``form="pair"`` explains s(e_l, e_r); ``form="triplet"`` is used through :meth:`explain_triplets`.
+    ``form="pair"`` explains s(e_l, e_r) (``explain(model, x1)`` or ``explain(model, x1, x2)``);
+    ``form="triplet"`` explains triplets, ``explain(model, xa, xp, xn)``.
     """
 
     name = "gradient_attention"
 
     def __init__(self, similarity: str = "cosine", form: str = "pair"):
         super().__init__(similarity)
-        if form not in ("pair", "triplet"):
-            raise ValueError(f"form must be 'pair' or 'triplet', got {form!r}")
-        self.form = form
+        self.form = check_choice("form", form, ("pair", "triplet"))
 
     def channel_weights(self, model, g_l, g_r):
         if self.form != "pair":
-            raise ValueError("the triplet form explains triplets: call explain_triplets(model, xa, xp, xn)")
+            raise ValueError("the triplet form explains triplets: call explain(model, xa, xp, xn)")
         e_l, e_r = model.embed_pooled(g_l), model.embed_pooled(g_r)
         grad_g = head_vjp(model, g_l, similarity_grad(e_l, e_r, self.similarity))
         return grad_g, grad_g.new_zeros(grad_g.shape[:-1])
@@ -262,28 +279,23 @@ class GradientAttention(SimilarityExplainer):
 
     def triplet_raw(self, model: EmbeddingModel, a_a, a_p, a_n):
         """Raw maps [B, 3, h, w] and scores [B, 3] of anchor, positive, negative (differentiable in A)."""
+        if self.form != "triplet":
+            raise ValueError("triplets (x3) need GradientAttention(form='triplet')")
         gs = [model.pool(a) for a in (a_a, a_p, a_n)]
         es = [model.embed_pooled(g) for g in gs]
         w = self.triplet_weights(*es)
         raw, scores = [], []
         for a, g, e in zip((a_a, a_p, a_n), gs, es):
-            raw.append(_weighted_sum(head_vjp(model, g, w), a) / (a.shape[-2] * a.shape[-1]))
+            raw.append(weighted_channel_sum(head_vjp(model, g, w), a) / (a.shape[-2] * a.shape[-1]))
             scores.append((w * e).sum(-1))
         return torch.stack(raw, 1), torch.stack(scores, 1)
-
-    def explain_triplets(self, model: EmbeddingModel, xa: torch.Tensor, xp: torch.Tensor,
-                         xn: torch.Tensor) -> SimilarityExplanation:
-        """Triplets xa, xp, xn [B, 3, H, W] -> maps [B, 3, H, W] (anchor, positive, negative)."""
-        check_model(model)
-        raw, scores = self.triplet_raw(model, *_features(model, xa=xa, xp=xp, xn=xn))
-        return SimilarityExplanation(finalize(raw, xa.shape[-2:]), raw.detach(), scores.detach())
 
 
 class SpatialDecomposition(SimilarityExplainer):
     """Stylianou et al.'s point-to-point similarity decomposition (module docstring), literal.
 
     Needs a similarity bilinear in the projected features: cosine, dot, or the negative squared Euclidean
-    distance of normalised embeddings (2 cos − 2: the matrix is 2P − 2/(n_l n_r)).
+    distance of normalized embeddings (2 cos − 2: the matrix is 2P − 2/(n_l n_r)).
     ``chunk``: left images per block of the all-pairs computation (memory knob: chunk·B·n² values).
     """
 
@@ -291,20 +303,20 @@ class SpatialDecomposition(SimilarityExplainer):
 
     def __init__(self, similarity: str = "cosine", chunk: int = 8):
         super().__init__(similarity)
-        self.chunk = check_chunk(chunk)
+        self.chunk = check_positive_int("chunk", chunk)
 
     def point_similarity(self, model: EmbeddingModel, a_l: torch.Tensor, a_r: torch.Tensor,
                          all_pairs: bool = False) -> torch.Tensor:
         """P [L, n_l, n_r] for pairs or [L, R, n_l, n_r] for all pairs; P sums to the similarity."""
         if self.similarity == "neg_sq_euclidean" and not model.normalize:
             raise ValueError("the spatial decomposition needs a bilinear similarity: cosine, dot, or "
-                             "neg_sq_euclidean of normalised embeddings (model.normalize=True)")
+                             "neg_sq_euclidean of normalized embeddings (model.normalize=True)")
         p_l = model.project(a_l.flatten(2).transpose(1, 2))  # [L, n_l, D]: W A(p) + b
         p_r = model.project(a_r.flatten(2).transpose(1, 2))  # [R, n_r, D]
         z_l, z_r = _pair_shapes(p_l.mean(1), p_r.mean(1), all_pairs)
         n2 = p_l.shape[1] * p_r.shape[1]
         mat = torch.einsum("ipd,jqd->ijpq" if all_pairs else "bpd,bqd->bpq", p_l, p_r) / n2
-        if self.similarity == "cosine" or model.normalize:  # k = 1/(‖z_l‖‖z_r‖); 1 for an unnormalised dot
+        if self.similarity == "cosine" or model.normalize:  # k = 1/(‖z_l‖‖z_r‖); 1 for an unnormalized dot
             k = 1 / (z_l.norm(dim=-1).clamp_min(NORM_EPS) * z_r.norm(dim=-1).clamp_min(NORM_EPS))
             mat = mat * k[..., None, None]
         if self.similarity == "neg_sq_euclidean":
@@ -323,31 +335,30 @@ class SpatialDecomposition(SimilarityExplainer):
 class GradCAMSimilarity(SimilarityExplainer):
     """Grad-CAM on the similarity target, gradients by autograd through ``model.head`` (any head).
 
-    raw(p) = Σ_c α_c A_l,c(p), α_c = mean_p ∂s/∂A_l,c(p). All pairs: ``torch.func.vmap`` of ``torch.func.grad``
-    over blocks of ``chunk`` left images (memory: chunk·B·C·h·w gradient values).
+    raw(p) = Σ_c α_c A_l,c(p), α_c = mean_p ∂s/∂A_l,c(p) (:func:`fss_attr.explanation.grad_cam_map`). All pairs:
+    ``torch.func.vmap`` of ``torch.func.grad`` over blocks of ``chunk`` left images (memory: chunk·B·C·h·w
+    gradient values).
     """
 
     name = "gradcam"
 
     def __init__(self, similarity: str = "cosine", chunk: int = 8):
         super().__init__(similarity)
-        self.chunk = check_chunk(chunk)
+        self.chunk = check_positive_int("chunk", chunk)
 
     def raw_maps(self, model, a_l, a_r, all_pairs=False):
         a_l, a_r = a_l.detach(), a_r.detach()
-        if not all_pairs:
-            with torch.enable_grad():
-                a = a_l.clone().requires_grad_(True)
-                s = similarity(model.head(a), model.head(a_r), self.similarity)
-                (grad,) = torch.autograd.grad(s.sum(), a)  # s[b] depends on a[b] only
-            return _weighted_sum(grad.mean((-2, -1)), a_l)
+        if not all_pairs:  # s[b] depends on a[b] only, so one gradient of the summed scores gives each pair's
+            grad = score_gradient(lambda a: similarity(model.head(a), model.head(a_r), self.similarity), a_l)
+            return grad_cam_map(grad, a_l)
 
         def s_one(ai, aj):  # [C, h, w], [C, h, w] -> scalar
             return similarity(model.head(ai), model.head(aj), self.similarity)
 
         grad_all = torch.func.vmap(torch.func.vmap(torch.func.grad(s_one), in_dims=(None, 0)), in_dims=(0, None))
-        alphas = [grad_all(a_l[i:i + self.chunk], a_r).mean((-2, -1)) for i in range(0, a_l.shape[0], self.chunk)]
-        return _weighted_sum(torch.cat(alphas), a_l)
+        grads = [grad_cam_map(grad_all(a_l[i:i + self.chunk], a_r), a_l[i:i + self.chunk])
+                 for i in range(0, a_l.shape[0], self.chunk)]
+        return torch.cat(grads)
 
 
 METHODS = {cls.name: cls for cls in (SFAM, GradientAttention, SpatialDecomposition, GradCAMSimilarity)}

@@ -20,8 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fss_attr.affex.interp import upsample_bilinear
-from fss_attr.similarity.explainers import GradientAttention, check_model
+from fss_attr.similarity.explainers import GradientAttention, check_model, finalize
 from fss_attr.similarity.model import EmbeddingModel
 from fss_attr.validation import check_tensor
 
@@ -44,10 +43,7 @@ class AttentionConsistencyLoss(nn.Module):
         """Differentiable attention maps [B, 3, H, W] in [0, 1] (anchor, positive, negative)."""
         a = model.features(torch.cat([xa, xp, xn]))
         raw, _ = self._attention.triplet_raw(model, *a.split(xa.shape[0]))
-        up = upsample_bilinear(raw.clamp_min(0), tuple(xa.shape[-2:]))
-        flat = up.flatten(2)
-        lo, hi = flat.amin(2, keepdim=True), flat.amax(2, keepdim=True)
-        return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(up)  # differentiable min-max per map
+        return finalize(raw, tuple(xa.shape[-2:]), raw.dtype)   # relu, upsampling, min-max per map: differentiable
 
     def forward(self, model: EmbeddingModel, xa: torch.Tensor, xp: torch.Tensor, xn: torch.Tensor) -> torch.Tensor:
         """xa, xp, xn [B, 3, H, W] floating -> scalar loss."""

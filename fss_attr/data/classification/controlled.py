@@ -25,7 +25,7 @@ import torch
 from fss_attr.data.controlled import blob_mask
 from fss_attr.data.textures import CLASS_SOURCES, as_rgb_float, background, random_crop
 from fss_attr.data.classification.pool import ArrayPool
-from fss_attr.validation import check_grid
+from fss_attr.validation import check_choice, check_grid, check_positive_int
 
 SPLITS = ("train", "val", "test")
 BACKGROUNDS = ("camera", "moon", "page", "text")
@@ -90,8 +90,7 @@ CATALOGUE: tuple[PhotoClass, ...] = (
 
 def split_classes(split: str) -> tuple[PhotoClass, ...]:
     """The classes of ``split`` ("train", "val" or "test"), in catalogue order."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_choice("split", split, SPLITS)
     return tuple(c for c in CATALOGUE if c.split == split)
 
 
@@ -142,9 +141,7 @@ def controlled_pool(split: str, images_per_class: int = 300, size: tuple[int, in
     from tqdm import tqdm
 
     classes = split_classes(split)
-    n = int(images_per_class)
-    if n < 1:
-        raise ValueError(f"images_per_class must be >= 1, got {images_per_class!r}")
+    n = check_positive_int("images_per_class", images_per_class)
     size = check_grid("size", tuple(size))
     names = tuple(c.name for c in classes)
     key = hashlib.sha1(repr((classes, BACKGROUNDS, n, size, seed)).encode()).hexdigest()[:12]

@@ -13,6 +13,7 @@ import torch
 
 from fss_attr.data.imagenet import imagenet_normalize
 from fss_attr.data.classification.pool import ImagePool
+from fss_attr.validation import check_positive_int
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,8 @@ class ClassificationEpisode:
     """One materialised episode.
 
     Attributes:
-        support: [n_way, K, 3, H, W] float32 ImageNet-normalised support images.
-        query: [Qn, 3, H, W] float32 ImageNet-normalised query images (Qn = n_way·n_query, label-major).
+        support: [n_way, K, 3, H, W] float32 ImageNet-normalized support images.
+        query: [Qn, 3, H, W] float32 ImageNet-normalized query images (Qn = n_way·n_query, label-major).
         query_labels: [Qn] int64 labels in 0..n_way-1.
         class_names: the n_way class names in label order.
         spec: the pool indices (:class:`ClassificationEpisodeSpec`).
@@ -78,12 +79,6 @@ class ClassificationEpisode:
         return tuple(self.query.shape[-2:])
 
 
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class EpisodeSampler:
     """Deterministic n_way-way k_shot-shot episodes with n_query queries per class (module docstring).
 
@@ -95,10 +90,10 @@ class EpisodeSampler:
         if not isinstance(pool, ImagePool):
             raise TypeError(f"pool must be an ImagePool, got {type(pool).__name__}")
         self.pool = pool
-        self.n_way = _positive_int("n_way", n_way, 2)
-        self.k_shot = _positive_int("k_shot", k_shot)
-        self.n_query = _positive_int("n_query", n_query)
-        self.seed = _positive_int("seed", seed, 0)
+        self.n_way = check_positive_int("n_way", n_way, 2)
+        self.k_shot = check_positive_int("k_shot", k_shot)
+        self.n_query = check_positive_int("n_query", n_query)
+        self.seed = check_positive_int("seed", seed, 0)
         if pool.n_classes < self.n_way:
             raise ValueError(f"n_way={self.n_way} needs at least {self.n_way} classes; the pool has "
                              f"{pool.n_classes}: {pool.classes}")
@@ -109,7 +104,7 @@ class EpisodeSampler:
 
     def spec(self, index: int) -> ClassificationEpisodeSpec:
         """The pool indices of episode ``index`` (deterministic in (seed, index))."""
-        index = _positive_int("index", index, 0)
+        index = check_positive_int("index", index, 0)
         rng = np.random.default_rng([self.seed, index])
         classes = rng.choice(self.pool.n_classes, size=self.n_way, replace=False)
         support, query = [], []
@@ -126,7 +121,7 @@ class EpisodeSampler:
 
 
 def materialize(pool: ImagePool, spec: ClassificationEpisodeSpec) -> ClassificationEpisode:
-    """The images (ImageNet-normalised), labels and masks of ``spec``."""
+    """The images (ImageNet-normalized), labels and masks of ``spec``."""
     support = torch.stack([torch.stack([pool.image(c, i) for i in ids]) for c, ids in zip(spec.classes, spec.support)])
     query = torch.stack([pool.image(c, i) for c, ids in zip(spec.classes, spec.query) for i in ids])
     s_masks = [[pool.mask(c, i) for i in ids] for c, ids in zip(spec.classes, spec.support)]

@@ -21,6 +21,7 @@ import csv
 from pathlib import Path
 
 from fss_attr.data.classification.pool import FolderPool
+from fss_attr.validation import check_choice
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -32,8 +33,7 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_choice("split", split, SPLITS)
 
 
 def split_folders(root: str | Path, split: str, size=(84, 84)) -> FolderPool:
@@ -85,8 +85,5 @@ def cifar_fs(root: str | Path, split: str, size=(84, 84)) -> FolderPool:
 
 def open_folder_dataset(name: str, root: str | Path, split: str, size=(84, 84)) -> FolderPool:
     """``name`` "miniimagenet" or "cifarfs"."""
-    if name == "miniimagenet":
-        return mini_imagenet(root, split, size)
-    if name == "cifarfs":
-        return cifar_fs(root, split, size)
-    raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
+    check_choice("dataset", name, DATASETS)
+    return mini_imagenet(root, split, size) if name == "miniimagenet" else cifar_fs(root, split, size)

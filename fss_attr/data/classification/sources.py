@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fss_attr.data.classification.pool import ImagePool
+from fss_attr.validation import check_choice
 
 SOURCES = ("controlled", "miniimagenet", "cifarfs")
 
@@ -16,12 +17,11 @@ def open_pool(source: str, split: str, root: str | Path | None = None, size=(84,
     :func:`fss_attr.data.classification.controlled.controlled_pool`); "miniimagenet" and "cifarfs" read ``root``
     (:mod:`fss_attr.data.classification.folders`).
     """
+    check_choice("source", source, SOURCES)
     if source == "controlled":
         from fss_attr.data.classification.controlled import controlled_pool
         return controlled_pool(split, images_per_class, size, seed, cache_dir, progress)
-    if source in ("miniimagenet", "cifarfs"):
-        from fss_attr.data.classification.folders import open_folder_dataset
-        if root is None:
-            raise ValueError(f"source {source!r} needs root, the data set's folder")
-        return open_folder_dataset(source, root, split, size)
-    raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    from fss_attr.data.classification.folders import open_folder_dataset
+    if root is None:
+        raise ValueError(f"source {source!r} needs root, the data set's folder")
+    return open_folder_dataset(source, root, split, size)

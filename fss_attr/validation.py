@@ -67,3 +67,25 @@ def check_mask(name: str, x, shape: tuple[int, ...], device: torch.device) -> to
             raise ValueError(f"{name} must be binary (0/1 or bool)")
         x = x != 0
     return x
+
+
+def check_level_weights(level_weights, n_levels: int, b: int, device) -> torch.Tensor:
+    """Level weights [L] or [B, L] -> [B, L] float64: finite, >= 0, with a positive sum in every episode
+    (the paper's ablation weights are |Δ logit| normalised to sum 1; a zero or signed sum has no meaning)."""
+    try:
+        w = torch.as_tensor(level_weights, dtype=torch.float64, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"level_weights must be a sequence or tensor of numbers, got {level_weights!r}") from None
+    if w.dim() == 1 and w.shape[0] == n_levels:
+        w = w.expand(b, n_levels)
+    if tuple(w.shape) != (b, n_levels):
+        raise ValueError(f"level_weights must have shape [{n_levels}] or [{b}, {n_levels}], got {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("level_weights contains NaN or infinite values")
+    if bool((w < 0).any()):
+        raise ValueError(f"level_weights must be >= 0, got a minimum of {float(w.min()):.3g}")
+    zero = (w.sum(1) <= 0).nonzero().flatten().tolist()
+    if zero:
+        raise ValueError(f"level_weights must have a positive sum in every episode; they sum to 0 in episode(s) "
+                         f"{zero}")
+    return w

@@ -85,7 +85,7 @@ def build_backbone(name: str, grid: tuple[int, int] = (5, 5)) -> nn.Module:
 
 
 def _check_images(x) -> torch.Tensor:
-    check_tensor("images", x, ndim=4, floating=True)
+    check_tensor("images", x, ndim=4, floating=True, finite=True)
     if x.shape[1] != 3 or min(x.shape[-2:]) < 16:
         raise ValueError(f"images must be [B, 3, H, W] with H, W >= 16, got {tuple(x.shape)}")
     return x.contiguous(memory_format=torch.channels_last)

@@ -112,7 +112,7 @@ def _batched(device: torch.device) -> bool:
 
 def _prepare(maps: torch.Tensor, normalise: str) -> tuple[torch.Tensor, torch.Tensor]:
     """maps in the accumulation dtype, and their per-image totals; checks maps and ``normalise``."""
-    check_tensor("maps", maps, ndim=3, floating=True)
+    check_tensor("maps", maps, ndim=3, floating=True, finite=True)
     check_normalise(normalise)
     maps = maps.to(torch.float64 if maps.dtype == torch.float64 else torch.float32)
     b, h, w = maps.shape
@@ -231,7 +231,7 @@ def coco_stats(maps: torch.Tensor, annotations: Sequence[Sequence[dict]], names:
                normalise: str = "mean", categories: dict | None = None) -> SegmentStats:
     """Statistics from COCO annotations: ``annotations[i]`` is image i's list of annotation dicts (see
     :func:`fss_attr.sat.segments.coco_masks`); ``names`` orders the segments."""
-    check_tensor("maps", maps, ndim=3, floating=True)
+    check_tensor("maps", maps, ndim=3, floating=True, finite=True)
     b, h, w = maps.shape
     if isinstance(annotations, (str, dict)) or len(annotations) != b:
         raise ValueError(f"annotations must be a list of {b} per-image annotation lists")

@@ -55,7 +55,7 @@ class ArrayPool(ImagePool):
     """
 
     def __init__(self, images: torch.Tensor, classes: Sequence[str], masks: torch.Tensor | None = None):
-        check_tensor("images", images, ndim=5)
+        check_tensor("images", images, ndim=5, finite=True)
         if images.shape[2] != 3:
             raise ValueError(f"images must be [C, n, 3, H, W], got {tuple(images.shape)}")
         if images.dtype != torch.uint8 and not images.is_floating_point():

@@ -60,10 +60,22 @@ class Coco20i:
         return pairs
 
     def load(self, image_id: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB [H, W, 3] uint8, class mask [H, W] bool). Segmentations are decoded by
+        :func:`fss_attr.sat.segments.decode_segmentation` (degenerate polygons dropped, an empty one adds
+        nothing, a malformed RLE raises ValueError naming the annotation file and id)."""
+        from fss_attr.data.images import read_rgb
+        from fss_attr.sat.segments import decode_segmentation
+
         info = self.coco.loadImgs(int(image_id))[0]
-        rgb = np.array(Image.open(self.root / self.year_split / info["file_name"]).convert("RGB"))
-        mask = np.zeros((info["height"], info["width"]), dtype=bool)
+        rgb = read_rgb(self.root / self.year_split / info["file_name"])
+        h, w = info["height"], info["width"]
+        if rgb.shape[:2] != (h, w):
+            raise ValueError(f"{self.root / self.year_split / info['file_name']}: the image is "
+                             f"{rgb.shape[0]}×{rgb.shape[1]}, the annotations say {h}×{w}")
+        mask = np.zeros((h, w), dtype=bool)
+        ann_file = self.root / "annotations" / f"instances_{self.year_split}.json"
         for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=int(image_id), catIds=[self.cat_ids[class_id]],
                                                           iscrowd=None)):
-            mask |= self.coco.annToMask(ann).astype(bool)
+            mask |= decode_segmentation(ann.get("segmentation", []), h, w,
+                                        f"{ann_file}: annotation id {ann.get('id')}")
         return rgb, mask

@@ -89,3 +89,71 @@ def check_level_weights(level_weights, n_levels: int, b: int, device) -> torch.T
         raise ValueError(f"level_weights must have a positive sum in every episode; they sum to 0 in episode(s) "
                          f"{zero}")
     return w
+
+
+class OptionError(ValueError):
+    """A command-line option with a value it cannot take; ``fss-attr`` prints the message as one line and exits
+    with status 2 (argparse's usage-error status)."""
+
+
+def option_int(minimum: int | None = None, maximum: int | None = None, what: str = ""):
+    """An argparse ``type=`` for an int within [minimum, maximum]; ``what`` explains the bound in the error.
+
+    E.g. ``parser.add_argument("--size", type=option_int(MIN_IMAGE_SIDE, what="the backbone's smallest
+    input"))``: a bad value ends the command with exit status 2 and one line naming the option, before
+    anything is loaded or written.
+    """
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bound = (f">= {minimum}" if maximum is None else f"<= {maximum}" if minimum is None
+                     else f"in {minimum}..{maximum}")
+            raise argparse.ArgumentTypeError(f"must be an int {bound}{f' ({what})' if what else ''}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def option_float(minimum: float | None = None, exclusive: bool = False):
+    """An argparse ``type=`` for a finite float >= minimum (> minimum when ``exclusive``)."""
+    import argparse
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or (minimum is not None and (value <= minimum if exclusive else value < minimum)):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if exclusive else '>='} {minimum}, "
+                                             f"got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def option_list(option: str, text: str, allowed) -> tuple[str, ...]:
+    """A comma-separated option value -> its names; OptionError unless it names at least one and each is in
+    ``allowed``."""
+    names = tuple(t.strip() for t in str(text).split(",") if t.strip())
+    if not names:
+        raise OptionError(f"{option} must name at least one of {', '.join(allowed)}")
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise OptionError(f"{option}: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(allowed)}")
+    return names
+
+
+def check_output_folder(option: str, path) -> None:
+    """An output folder option must not name an existing file."""
+    from pathlib import Path
+
+    if Path(path).exists() and not Path(path).is_dir():
+        raise OptionError(f"{option} {path} is a file; expected a folder")

@@ -142,9 +142,6 @@ class AffinityExplainer:
                 raise ValueError(f"variant {self.variant!r} needs support_masks [B, N, H, W]")
             support_masks = check_mask("support_masks", support_masks, (b, n, *out_size), levels[0].device)
         weights = self._level_weights(level_weights, len(levels), b, levels[0].device)
-        if not self.softmax:
-            for i, lv in enumerate(levels):
-                _check_nonnegative(lv, i)
         if b == 0:
             return torch.zeros((0, n, *out_size), dtype=torch.float32, device=levels[0].device)
         full = full_regions(region)
@@ -240,6 +237,10 @@ class AffinityExplainer:
         if empty:
             raise ValueError(f"region is empty in episode(s) {empty}: AffEx averages over the region R, "
                              "which must hold at least one pixel")
+        for i, lv in enumerate(levels):
+            _check_range(lv, i, self.softmax, out_size[0] * out_size[1])
+            if not self.softmax:
+                _check_nonnegative(lv, i)
         return levels, region, out_size
 
     @staticmethod
@@ -253,6 +254,29 @@ def _resolution(levels) -> torch.dtype:
     """The dtype the levels' attributions are computed in (the coarsest accumulation dtype among them)."""
     dtypes = {acc_dtype(lv.query.dtype if isinstance(lv, LevelFeatures) else lv.scores.dtype) for lv in levels}
     return torch.float32 if torch.float32 in dtypes else torch.float64
+
+
+def _check_range(level, i: int, softmax: bool, pixels: int) -> None:
+    """Refuse a level whose scores can overflow the accumulation dtype, the same way on every backend.
+
+    The bound on |score| is exact for LevelScores (max |s|), |scale| for cosine, and scale·max‖q‖·max‖k‖
+    (Cauchy–Schwarz, norms in float64) for dot products. With softmax the scores themselves must stay finite;
+    without it the column sums c·P_j (at most H·W·max s) must too.
+    """
+    acc = acc_dtype(level.query.dtype if isinstance(level, LevelFeatures) else level.scores.dtype)
+    if isinstance(level, LevelScores):
+        bound = float(level.scores.abs().max()) if level.scores.numel() else 0.0
+    elif level.similarity == "cosine":
+        bound = abs(float(level.scale))
+    else:
+        qn = float(level.query.double().norm(dim=-1).max()) if level.query.numel() else 0.0
+        kn = float(level.support.double().norm(dim=-1).max()) if level.support.numel() else 0.0
+        bound = abs(float(level.scale)) * qn * kn
+    limit = torch.finfo(acc).max / (1 if softmax else pixels)
+    if not bound < limit:
+        raise ValueError(f"levels[{i}]: the affinities can reach {bound:.3g}, beyond what {acc} holds "
+                         f"({'' if softmax else 'with softmax=False, the column sums: '}limit {limit:.3g}); "
+                         "scale the features down (e.g. normalise them, or a smaller scale)")
 
 
 def _check_nonnegative(level, i: int, chunk_elements: int = 1 << 22) -> None:

@@ -17,14 +17,16 @@ from fss_attr.validation import check_mask
 CONSTANT_ULPS = 1024
 
 
-def constant_maps(x: torch.Tensor, resolution: torch.dtype | None = None) -> torch.Tensor:
+def constant_maps(x: torch.Tensor, resolution: torch.dtype | None = None, scale: float = 0.0) -> torch.Tensor:
     """[B] bool: which episodes of x [B, ...] hold a map whose spread is below the arithmetic's resolution.
 
     A map is constant when ``max − min <= CONSTANT_ULPS · eps · max(|min|, |max|)``, eps the machine epsilon
     of ``resolution`` (default: x's dtype), i.e. the dtype in which the values were computed: 1024·eps is
     1.2e-4 relative for float32 and 2.3e-13 for float64, far above the few-ulp rounding differences between
-    backends and far below any spread that carries information. An all-zero map and an empty one are
-    constant. This is a fss_attr rule: the paper's code divides by ``max − min`` as is.
+    backends and far below any spread that carries information. ``scale`` is a floor on the magnitude, for
+    values whose rounding error is relative to a larger quantity than themselves (e.g. a [0, 1] map times a
+    mask: errors are relative to 1 even where the mask leaves only small values). An all-zero map and an
+    empty one are constant. This is a fss_attr rule: the paper's code divides by ``max − min`` as is.
     """
     b = x.shape[0]
     flat = x.detach().reshape(b, math.prod(x.shape[1:]))
@@ -32,15 +34,16 @@ def constant_maps(x: torch.Tensor, resolution: torch.dtype | None = None) -> tor
         return torch.ones(b, dtype=torch.bool, device=x.device)
     lo, hi = flat.amin(1), flat.amax(1)
     eps = torch.finfo(resolution or x.dtype).eps
-    return (hi - lo) <= CONSTANT_ULPS * eps * torch.maximum(lo.abs(), hi.abs())
+    return (hi - lo) <= CONSTANT_ULPS * eps * torch.maximum(lo.abs(), hi.abs()).clamp_min(scale)
 
 
-def minmax(x: torch.Tensor, dtype: torch.dtype | None = None, resolution: torch.dtype | None = None) -> torch.Tensor:
+def minmax(x: torch.Tensor, dtype: torch.dtype | None = None, resolution: torch.dtype | None = None,
+           scale: float = 0.0) -> torch.Tensor:
     """Min-max scale [B, ...] to [0, 1] per episode; an episode whose map is constant becomes all zeros.
 
     "Constant" is :func:`constant_maps`' rule: a spread below ``CONSTANT_ULPS`` machine epsilons (of
     ``resolution``, default x's dtype: pass the dtype the values were computed in) of the values' magnitude
-    is rounding noise, not information, so every backend returns the same all-zero map for it instead of
+    (at least ``scale``) is rounding noise, not information, so every backend returns the same all-zero map for it instead of
     stretching one rounding difference to 1. ``dtype`` (default: x's) is the result's dtype; the
     subtraction runs in x's dtype and rounds once into it, so the result stays exactly within [0, 1].
     Works for B = 0 and for inputs that require grad (the result is differentiable where not constant).
@@ -51,7 +54,7 @@ def minmax(x: torch.Tensor, dtype: torch.dtype | None = None, resolution: torch.
         return x.to(dtype, copy=True)
     flat = x.reshape(b, -1)
     lo, hi = flat.amin(1), flat.amax(1)
-    constant = constant_maps(x, resolution)
+    constant = constant_maps(x, resolution, scale)
     span = torch.where(constant, torch.ones_like(hi), hi - lo)
     lo = torch.where(constant, hi, lo)                          # x - hi = 0 where x == hi
     shape = (b,) + (1,) * (x.dim() - 1)

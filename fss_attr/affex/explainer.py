@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from fss_attr import ops
-from fss_attr.explanation import Explanation, degenerate_maps, full_regions, minmax, resolve_region
+from fss_attr.explanation import Explanation, degenerate_maps, minmax, resolve_region
 from fss_attr.affex.blur import gaussian_blur
 from fss_attr.affex.interp import linear_interp_matrix, row_weights, upsample_bilinear
 from fss_attr.affex.levels import LevelFeatures, LevelScores
@@ -125,9 +125,10 @@ class AffinityExplainer:
         Returns:
             [B, N, H, W] float32 in [0, 1]; B = 0 gives an empty [0, N, H, W]. An episode whose map is constant
             (:func:`fss_attr.explanation.constant_maps`: a spread below 1024 ulps of the levels' accumulation
-            dtype) is all zeros. An episode whose R covers the whole image is all zeros too, with a warning:
-            every a_j is then 1/|R| by construction and only the 1e-6 guard and rounding would be left (a
-            departure from the literal definition, which would min-max scale that noise).
+            dtype) is all zeros. An episode where R carries no information (:func:`uninformative_regions`: R
+            covers the whole image, or every level's query grid is 1×1) is all zeros too, with a warning: every
+            a_j is then 1/(H·W) by construction and only the 1e-6 guard and rounding would be left (a departure
+            from the literal definition, which would min-max scale that noise).
 
         Raises:
             ValueError: bad shapes, an empty region, bad level weights, or negative affinities with
@@ -144,11 +145,12 @@ class AffinityExplainer:
         weights = self._level_weights(level_weights, len(levels), b, levels[0].device)
         if b == 0:
             return torch.zeros((0, n, *out_size), dtype=torch.float32, device=levels[0].device)
-        full = full_regions(region)
+        full = uninformative_regions(region, [lv.query_hw for lv in levels])
         if bool(full.any()):
-            warnings.warn(f"region covers the whole image in episode(s) {full.nonzero().flatten().tolist()}: every "
-                          "support position's attribution is 1/|R| there by construction, a degenerate map with no "
-                          "information (returned as zeros)", stacklevel=2)
+            warnings.warn(f"the region makes the map degenerate in episode(s) {full.nonzero().flatten().tolist()} "
+                          "(it covers the whole image, or every level's query grid is 1×1): every support "
+                          "position's attribution is 1/(H·W) there by construction up to the 1e-6 guard, a map "
+                          "with no information (returned as zeros)", stacklevel=2)
         resolution = _resolution(levels)
         backend = ops.resolve_backend(self.backend, levels[0].device)
         if backend == "literal":  # step 5 and the sum exactly as written: one upsampled map per level
@@ -161,7 +163,7 @@ class AffinityExplainer:
             return minmax(total, torch.float32, resolution)
         g = gaussian_blur(support_masks.to(torch.float32), self.blur_kernel, self.blur_sigma).to(torch.float64)
         explanation = minmax(total, resolution=resolution).mul_(g if self.variant == "masked" else g.mul_(2).sub_(1))
-        return minmax(explanation, torch.float32, resolution)
+        return minmax(explanation, torch.float32, resolution, scale=1.0)   # minmax(E) ⊙ G: errors relative to 1
 
     def _weighted_sum_of_level_maps(self, levels, region, weights, out_size, backend) -> torch.Tensor:
         """Σ_l w_l A_l [B, N, H, W] float64 with one upsampling per distinct support grid.
@@ -248,6 +250,23 @@ class AffinityExplainer:
         if level_weights is None:
             return torch.full((b, n_levels), 1.0 / n_levels, dtype=torch.float64, device=device)
         return check_level_weights(level_weights, n_levels, b, device)
+
+
+def uninformative_regions(region: torch.Tensor, query_grids) -> torch.Tensor:
+    """[B] bool: episodes where R carries no information for any of the levels' query grids.
+
+    With r the mean over R of the upsampled query map and c its sum over the image (the row weights of
+    design.md §2), a_j = r·P_j / (c·P_j + 1e-6). When r = c / (H·W) (R covers the image, or the query grid is
+    1×1 so every upsampled map is constant) every a_j is 1/(H·W) up to the 1e-6 guard, whatever P is. Checked
+    in float64 with a relative tolerance of 1e-9.
+    """
+    b, h, w = region.shape
+    out = torch.ones(b, dtype=torch.bool, device=region.device)
+    for hw in dict.fromkeys(tuple(g) for g in query_grids):
+        rw = row_weights(region, hw, torch.float64)
+        gap = (rw[:, 0] * (h * w) - rw[:, 1]).abs().amax(1)
+        out &= gap <= 1e-9 * rw[:, 1].abs().amax(1)
+    return out
 
 
 def _resolution(levels) -> torch.dtype:

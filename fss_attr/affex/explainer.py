@@ -150,7 +150,7 @@ class AffinityExplainer:
             warnings.warn(f"the region makes the map degenerate in episode(s) {full.nonzero().flatten().tolist()} "
                           "(it covers the whole image, or every level's query grid is 1×1): every support "
                           "position's attribution is 1/(H·W) there by construction up to the 1e-6 guard, a map "
-                          "with no information (returned as zeros)", stacklevel=2)
+                          "with no information (returned as zeros)", stacklevel=3)
         resolution = _resolution(levels)
         backend = ops.resolve_backend(self.backend, levels[0].device)
         if backend == "literal":  # step 5 and the sum exactly as written: one upsampled map per level

@@ -166,6 +166,14 @@ def test_one_support_position_gives_an_all_zero_map_on_every_backend(backend):
             [LevelScores(s.abs(), (1, 1), (1, 1), 1)], region)
         assert out.eq(0).all(), out
         assert degenerate_maps(out).tolist() == [True]
+    # a 2×2 query grid (R informative) and still one support position: constant by min-max's rule, no warning
+    s4 = (3 * torch.randn(1, 4, 1, generator=g)).abs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for softmax in (True, False):
+            out = AffinityExplainer(softmax=softmax, backend=backend).explain_levels(
+                [LevelScores(s4, (2, 2), (1, 1), 1)], torch.tensor([[[True, False, False], [False, True, False]]]))
+            assert out.eq(0).all(), out
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -43,8 +43,8 @@ def minmax(x: torch.Tensor, dtype: torch.dtype | None = None, resolution: torch.
 
     "Constant" is :func:`constant_maps`' rule: a spread below ``CONSTANT_ULPS`` machine epsilons (of
     ``resolution``, default x's dtype: pass the dtype the values were computed in) of the values' magnitude
-    (at least ``scale``) is rounding noise, not information, so every backend returns the same all-zero map for it instead of
-    stretching one rounding difference to 1. ``dtype`` (default: x's) is the result's dtype; the
+    (at least ``scale``) is rounding noise, not information, so every backend returns the same all-zero map
+    for it instead of stretching one rounding difference to 1. ``dtype`` (default: x's) is the result's dtype; the
     subtraction runs in x's dtype and rounds once into it, so the result stays exactly within [0, 1].
     Works for B = 0 and for inputs that require grad (the result is differentiable where not constant).
     """
@@ -123,7 +123,8 @@ def resolve_region(region, logits: torch.Tensor, query_mask: torch.Tensor | None
         r = logits.argmax(1) == 1
         empty = ~r.flatten(1).any(1)
         if bool(empty.any()):
-            warnings.warn(f"region='logits': the prediction is empty in episode(s) {empty.nonzero().flatten().tolist()}; "
+            episodes = empty.nonzero().flatten().tolist()
+            warnings.warn(f"region='logits': the prediction is empty in episode(s) {episodes}; "
                           "explaining the whole image there (a degenerate region: the maps carry no information)",
                           stacklevel=3)
             r = r | empty.view(b, 1, 1)

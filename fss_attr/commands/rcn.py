@@ -18,8 +18,10 @@ def _data_arguments(p) -> None:
     p.add_argument("--data", default="controlled", choices=("controlled", "miniimagenet", "cifarfs"),
                    help="episode source (default controlled: classes rendered offline from bundled photos)")
     p.add_argument("--root", default=None, help="data set folder for miniimagenet / cifarfs")
-    p.add_argument("--images-per-class", type=option_int(1), default=600, help="controlled images per class (default 600)")
-    p.add_argument("--image-size", type=option_int(MIN_IMAGE_SIDE, what="the few-shot backbones' smallest input"), default=84, help="image side in pixels (default 84)")
+    p.add_argument("--images-per-class", type=option_int(1), default=600,
+                   help="controlled images per class (default 600)")
+    p.add_argument("--image-size", type=option_int(MIN_IMAGE_SIDE, what="the few-shot backbones' smallest input"),
+                   default=84, help=f"image side in pixels, >= {MIN_IMAGE_SIDE} (default 84)")
     p.add_argument("--cache", default="outputs/rcn/cache", help="cache folder of rendered controlled pools")
     p.add_argument("--threads", type=option_int(0), default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--way", type=option_int(2), default=5, help="classes per episode (default 5)")
@@ -31,12 +33,15 @@ def add_arguments(parser) -> None:
     _data_arguments(t)
     t.add_argument("--method", default="rcn", choices=("rcn", "protonet"))
     t.add_argument("--backbone", default="conv4", choices=("conv4", "resnet12"))
-    t.add_argument("--shots", type=option_int(1), nargs="+", default=[1], help="shots of training episodes, cycled (default 1)")
+    t.add_argument("--shots", type=option_int(1), nargs="+", default=[1],
+                   help="shots of training episodes, cycled (default 1)")
     t.add_argument("--queries", type=option_int(1), default=6, help="query images per class in training (default 6)")
     t.add_argument("--episodes", type=option_int(1), default=1000, help="training episodes (default 1000)")
-    t.add_argument("--lr", type=option_float(0.0, exclusive=True), default=1e-3, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--lr", type=option_float(0.0, exclusive=True), default=1e-3,
+                   help="Adam learning rate (default 1e-3)")
     t.add_argument("--seed", type=option_int(0), default=0)
-    t.add_argument("--val-every", type=option_int(0), default=250, help="validate every N episodes, keep the best (0: never)")
+    t.add_argument("--val-every", type=option_int(0), default=250,
+                   help="validate every N episodes, keep the best (0: never)")
     t.add_argument("--val-episodes", type=option_int(1), default=200)
     t.add_argument("--val-images-per-class", type=option_int(1), default=200,
                    help="controlled validation images per class (default 200)")

@@ -16,7 +16,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 N_FOLDS = 4
 

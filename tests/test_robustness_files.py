@@ -62,7 +62,8 @@ def test_degenerate_polygons_are_dropped_and_empty_segmentations_are_empty():
     np.testing.assert_array_equal(decode_segmentation([[2, 2, 3, 3], TRIANGLE], 20, 20), _triangle_mask())
     np.testing.assert_array_equal(decode_segmentation([TRIANGLE, [5, 5]], 20, 20), _triangle_mask())
     assert not decode_segmentation([], 20, 20).any()
-    assert not decode_segmentation([[1, 1, 4, 4]], 20, 20).any()
+    with pytest.raises(ValueError, match="ann 3: no polygon lists at least 3"):     # nothing left: a mistake
+        decode_segmentation([[1, 1, 4, 4]], 20, 20, "ann 3")
     with pytest.raises(ValueError, match="odd number of coordinates"):
         decode_segmentation([[1, 1, 4, 4, 5]], 20, 20)
 
@@ -81,7 +82,7 @@ def _coco_root(tmp_path, segmentations, image_bytes=None):
     return tmp_path
 
 
-@pytest.mark.parametrize("segs", [[[[2, 2, 3, 3], TRIANGLE]], [[TRIANGLE], []]])
+@pytest.mark.parametrize("segs", [[[[2, 2, 3, 3], TRIANGLE]], [[TRIANGLE], []], [[TRIANGLE], [[1, 1, 5, 5]]]])
 def test_coco20i_load_with_degenerate_segmentations(tmp_path, segs):
     from fss_attr.data.coco import Coco20i
 

@@ -75,6 +75,8 @@ class Coco20i:
         ann_file = self.root / "annotations" / f"instances_{self.year_split}.json"
         for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=int(image_id), catIds=[self.cat_ids[class_id]],
                                                           iscrowd=None)):
-            mask |= decode_segmentation(ann.get("segmentation", []), h, w,
-                                        f"{ann_file}: annotation id {ann.get('id')}")
+            seg = ann.get("segmentation", [])
+            if isinstance(seg, list) and seg and all(isinstance(p, list) and len(p) < 6 for p in seg):
+                continue                   # no polygon with 3 points: no area; skipped, as Detectron does
+            mask |= decode_segmentation(seg, h, w, f"{ann_file}: annotation id {ann.get('id')}")
         return rgb, mask

@@ -33,7 +33,7 @@ def label_table(names) -> tuple[tuple[str, ...], torch.Tensor, torch.Tensor]:
         raise ValueError("names must name at least one label")
     for label, name in items:
         if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < 2 ** 63:
-            raise ValueError(f"names: labels must be ints in [0, 2**63), got {label!r}")
+            raise ValueError(f"names: labels must be ints >= 0 (and < 2**63), got {label!r}")
         if not isinstance(name, str):
             raise TypeError(f"names: segment names must be str, got {name!r} for label {label}")
     items.sort(key=lambda kv: int(kv[0]))
@@ -103,9 +103,11 @@ def decode_segmentation(segmentation, height: int, width: int, name: str = "segm
 
     Accepts a polygon list [[x0, y0, x1, y1, ...], ...], an uncompressed RLE {"size": [h, w], "counts": [int]}
     or a compressed RLE {"size", "counts": str/bytes}. As the COCO tools (Detectron) do, polygons with fewer
-    than 3 points have no area and are dropped; an empty polygon list is an empty mask. Raises ValueError,
-    naming ``name``, when the RLE's size is not (height, width), its runs do not cover height·width pixels
-    exactly (pycocotools would read uninitialised memory), or a polygon has an odd number of coordinates.
+    than 3 points have no area and are dropped beside valid ones; an empty polygon list is an empty mask.
+    Raises ValueError, naming ``name``, when the RLE's size is not (height, width), its runs do not cover
+    height·width pixels exactly (pycocotools would read uninitialised memory), a polygon has an odd number
+    of coordinates, or no polygon has 3 points (:class:`fss_attr.data.coco.Coco20i` skips such instances,
+    as Detectron does).
     """
     from pycocotools import mask as mask_utils
 
@@ -132,9 +134,12 @@ def decode_segmentation(segmentation, height: int, width: int, name: str = "segm
             raise ValueError(f"{name}: a polygon list must hold lists of numbers [x0, y0, x1, y1, ...]") from None
         if any(len(p) % 2 for p in polys):
             raise ValueError(f"{name}: a polygon must list (x, y) pairs, got an odd number of coordinates")
-        polys = [p for p in polys if len(p) >= 6]          # fewer than 3 points: no area (dropped, as Detectron)
         if not polys:
             return np.zeros((height, width), dtype=bool)
+        polys = [p for p in polys if len(p) >= 6]          # fewer than 3 points: no area (dropped, as Detectron)
+        if not polys:
+            raise ValueError(f"{name}: no polygon lists at least 3 (x, y) points; a segmentation needs at least "
+                             "3 points")
         rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
     else:
         raise TypeError(f"{name}: segmentation must be a polygon list or an RLE dict, got "

@@ -84,3 +84,18 @@ def test_lime_without_ridge_and_few_samples_runs():
                  query_mask=masks[:, 0])
     maps = Lime(n_samples=3, n_segments=10, ridge=0.0).attribute(PooledPixelMatcher(), ep, masks[:, 0])
     assert maps.shape == (1, 1, 16, 16) and bool(torch.isfinite(maps).all())
+
+
+def test_empty_batches_through_reshapes():
+    """reshape(b, -1) is ambiguous for b = 0; the places that did it now give empty results."""
+    from fss_attr.backbones.swin import PatchMerging
+    from fss_attr.metrics.perturbation import pixel_ranks
+
+    assert tuple(pixel_ranks(torch.zeros(0, 2, 3, 3)).shape) == (0, 2, 3, 3)
+    assert pixel_ranks(torch.tensor([[[[0.0, 1.0], [1.0, 0.0]]]])).tolist() == [[[[2, 0], [1, 3]]]]
+    merge = PatchMerging((4, 4), 8)
+    assert tuple(merge(torch.zeros(0, 16, 8)).shape) == (0, 4, 16)
+    x = torch.randn(2, 16, 8)
+    want = merge(x)
+    assert tuple(want.shape) == (2, 4, 16)
+    torch.testing.assert_close(merge(torch.cat([x, x[:0]])), want)

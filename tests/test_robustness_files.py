@@ -231,3 +231,35 @@ def test_mask_and_image_share_the_sampling_grid():
     assert image_cells == [3, 4, 5, 6]
     assert m[0].nonzero().flatten().tolist() == image_cells
     assert bool((m == m[:1]).all())                  # every row alike
+
+
+def test_a_corrupt_controlled_pool_cache_is_rendered_again(tmp_path):
+    from fss_attr.data.classification.controlled import controlled_pool
+
+    pool = controlled_pool("test", 2, size=(40, 40), seed=3, cache_dir=tmp_path, progress=False)
+    (cache,) = tmp_path.glob("*.npz")
+    cache.write_bytes(cache.read_bytes()[:50])
+    with pytest.warns(UserWarning, match="unreadable .*rendering it again"):
+        again = controlled_pool("test", 2, size=(40, 40), seed=3, cache_dir=tmp_path, progress=False)
+    torch.testing.assert_close(again.images, pool.images, rtol=0, atol=0)
+    third = controlled_pool("test", 2, size=(40, 40), seed=3, cache_dir=tmp_path, progress=False)   # rewritten
+    torch.testing.assert_close(third.images, pool.images, rtol=0, atol=0)
+
+
+def test_mini_imagenet_table_with_a_short_row(tmp_path):
+    from fss_attr.data.classification.folders import mini_imagenet
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "test.csv").write_text("filename,label\na.jpg,n01\nb.jpg\n")
+    with pytest.raises(ValueError, match=r"test.csv, row 3: expected 'filename,label' with both cells filled"):
+        mini_imagenet(tmp_path, "test")
+
+
+def test_coco20i_names_a_broken_annotation_file(tmp_path):
+    from fss_attr.data.coco import Coco20i
+
+    root = _coco_root(tmp_path, [[TRIANGLE]])
+    path = root / "annotations" / "instances_val2014.json"
+    path.write_text(path.read_text()[:40])
+    with pytest.raises(ValueError, match="instances_val2014.json is not a COCO annotation file"):
+        Coco20i(root, 0, "val")

@@ -44,8 +44,11 @@ class Coco20i:
         ann = self.root / "annotations" / f"instances_{self.year_split}.json"
         if not ann.is_file():
             raise FileNotFoundError(f"COCO-20i root {self.root} has no {ann.relative_to(self.root)}")
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.coco = COCO(str(ann))
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.coco = COCO(str(ann))
+        except (ValueError, KeyError, TypeError, AssertionError) as e:     # JSONDecodeError is a ValueError
+            raise ValueError(f"{ann} is not a COCO annotation file ({type(e).__name__}: {e})") from e
         self.cat_ids = sorted(self.coco.getCatIds())
         if len(self.cat_ids) != 80:
             raise ValueError(f"{ann} has {len(self.cat_ids)} categories; COCO-20i needs the 80 COCO categories")

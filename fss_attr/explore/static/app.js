@@ -177,10 +177,11 @@ function drawLevels() {
 }
 
 // ---------------------------------------------------------------------------------------------- requests
+// The AffEx options; throws (with the message the page shows) on a bad top-k, which the server would refuse.
 function options() {
-  const k = parseInt($("top-k").value, 10);
-  return { variant: $("variant").value, softmax: $("softmax").checked, top_k: Number.isFinite(k) ? k : 0,
-           weights: $("weights").value };
+  const raw = $("top-k").value.trim(), k = raw === "" ? 0 : Number(raw);
+  if (!Number.isInteger(k) || k < 0) throw new Error(`top_k must be an integer >= 0 (0 = off), got ${raw}`);
+  return { variant: $("variant").value, softmax: $("softmax").checked, top_k: k, weights: $("weights").value };
 }
 
 function regionSpec() {
@@ -207,8 +208,10 @@ function changed(t0) {
 async function requestExplain() {
   if (E.inFlight) { E.pending = true; return; }
   E.inFlight = true; E.pending = false;
-  const version = E.version, body = explainBody(), index = E.index;
+  const version = E.version, index = E.index;
+  let body = null;
   try {
+    body = explainBody();
     const out = await (await api("/api/explain", body)).json();
     if (index !== E.index) return;
     E.maps = decodeF32(out.maps); E.zero = out.zero === undefined ? null : out.zero;
@@ -236,9 +239,9 @@ async function requestExplain() {
 }
 
 async function requestReverse(shot, x, y) {
-  const body = { episode: E.index, shot, x, y, softmax: $("softmax").checked, top_k: options().top_k,
-                 weights: $("weights").value, region: regionSpec() };
   try {
+    const body = { episode: E.index, shot, x, y, softmax: $("softmax").checked, top_k: options().top_k,
+                   weights: $("weights").value, region: regionSpec() };
     const out = await (await api("/api/reverse", body)).json();
     E.reverse = { shot, x, y, map: decodeF32(out.map), levelMaps: out.level_maps.map(decodeF32),
                   levelWeights: out.level_weights };

@@ -24,6 +24,9 @@ def add_arguments(parser) -> None:
                              "to the network)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     parser.add_argument("--cache", type=int, default=8, help="encoded episodes kept in memory (default 8)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice). On a machine other jobs keep busy, 1 "
+                             "gives steadier latency")
 
 
 def _fail(message: str) -> int:
@@ -45,6 +48,8 @@ def check_args(args) -> str | None:
         return f"--port must be in 0 … 65535, got {args.port}"
     if args.cache < 1:
         return f"--cache must be >= 1, got {args.cache}"
+    if args.threads is not None and args.threads < 1:
+        return f"--threads must be >= 1, got {args.threads}"
     if args.backend not in ops.BACKENDS + ("auto",):
         return f"--backend must be one of auto, {', '.join(ops.BACKENDS)}; got {args.backend!r}"
     try:
@@ -92,6 +97,10 @@ def run(args) -> int:
         sock.bind((args.host, args.port))
     except (OSError, OverflowError) as e:
         return _fail(f"cannot listen on {args.host}:{args.port}: {e}")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     session = build_session(args)
     session.encoded(0)  # the first page load is then instant
     allowed = list(LOOPBACK_HOSTS) + [args.host] if loopback(args.host) and ":" not in args.host else None

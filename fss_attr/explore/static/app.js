@@ -157,6 +157,11 @@ function drawLevels() {
   if (panel.hidden || !E.ep) return;
   const { height: h, width: w, n_shots: n } = E.ep, root = $("levels");
   root.textContent = "";
+  const head = document.createElement("div"); head.className = "level head";
+  const names = [""].concat(E.levelMaps ? Array.from({ length: n }, (_, s) => `support ${s}`) : [])
+    .concat(E.reverse ? [`query: matches of support ${E.reverse.shot} (${E.reverse.x}, ${E.reverse.y})`] : []);
+  for (const t of names) { const d = document.createElement("div"); d.textContent = t; head.appendChild(d); }
+  root.appendChild(head);
   E.ep.levels.forEach((lv, l) => {
     const row = document.createElement("div"); row.className = "level";
     const label = document.createElement("div"); label.className = "label";

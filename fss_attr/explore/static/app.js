@@ -14,6 +14,7 @@ const E = window.explorer = {
 };
 
 function decodeBytes(b64) {
+  if (Uint8Array.fromBase64) return Uint8Array.fromBase64(b64);     // native where the browser has it
   const s = atob(b64), out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
   return out;

@@ -1,6 +1,7 @@
 """fss-attr explore: the API through starlette's ASGI test client, and the command's option checks."""
 import base64
 import io
+import json
 import threading
 
 import numpy as np
@@ -109,6 +110,12 @@ def test_per_level_maps_and_npy_download(client, session):
     for m in out["level_maps"]:
         m = f32(m, [SHOTS, SIZE, SIZE])
         assert float(m.min()) == 0.0 and float(m.max()) == 1.0
+    res = client.post("/api/explain.bin", json={**body, "per_level": True})
+    meta = json.loads(res.headers["x-explorer-meta"])
+    raw = np.frombuffer(res.content, "<f4").reshape(1 + meta["n_level_maps"], SHOTS, SIZE, SIZE)
+    assert np.array_equal(raw[0], f32(out["maps"], [SHOTS, SIZE, SIZE]).numpy())
+    assert all(np.array_equal(raw[1 + l], f32(m, [SHOTS, SIZE, SIZE]).numpy()) for l, m in enumerate(out["level_maps"]))
+    assert meta["level_weights"] == out["level_weights"] and meta["shape"] == out["shape"]
     res = client.post("/api/explain.npy", json=body)
     assert res.status_code == 200 and "attachment" in res.headers["content-disposition"]
     npy = np.load(io.BytesIO(res.content))

@@ -11,6 +11,9 @@ Routes (all answers JSON unless said otherwise; errors are ``{"error": message}`
   :meth:`ExplorerSession.region`); answers ``maps`` (base64 little-endian float32 [N, H, W], exactly
   ``AffinityExplainer.explain_levels`` of the cached levels), ``shape``, ``level_weights``, ``zero`` (signed
   only), ``level_maps`` (L base64 float32 [N, H, W], when ``per_level``), ``region_pixels``, ``compute_ms``.
+- ``POST /api/explain.bin``: the same body; answers the same arrays as raw little-endian float32 (the maps,
+  then the level maps when asked), the rest as JSON in the ``X-Explorer-Meta`` header (what the page uses:
+  no base64, no JSON parsing of the maps).
 - ``POST /api/explain.npy``: the same body; answers the maps as a ``.npy`` file (float32 [N, H, W]).
 - ``POST /api/reverse``: body ``{episode, shot, x, y, softmax, top_k, weights, region}``; answers ``map``
   (base64 float32 [H, W]), ``level_maps``, ``level_weights``, ``compute_ms``.
@@ -124,6 +127,19 @@ def create_app(session: ExplorerSession, allowed_hosts: list[str] | None = None)
             body["level_maps"] = [f32(m) for m in out["level_maps"]]
         return JSONResponse(body)
 
+    async def explain_bin(request: Request):
+        args = _explain_args(await read_json(request))
+        out = await run_in_threadpool(lambda: session.explain(**args))
+        parts = [out["maps"]] + list(out.get("level_maps", []))
+        data = b"".join(p.detach().cpu().numpy().astype("<f4", copy=False).tobytes() for p in parts)
+        meta = {"shape": list(out["maps"].shape), "level_weights": out["level_weights"].tolist(),
+                "region_pixels": int(out["region"].sum()), "compute_ms": out["compute_ms"],
+                "n_level_maps": len(parts) - 1}
+        if "zero" in out:
+            meta["zero"] = out["zero"]
+        return Response(data, media_type="application/octet-stream",
+                        headers={"X-Explorer-Meta": json.dumps(meta), "Cache-Control": "no-store"})
+
     async def explain_npy(request: Request):
         args = _explain_args(await read_json(request))
         args["per_level"] = False
@@ -159,6 +175,7 @@ def create_app(session: ExplorerSession, allowed_hosts: list[str] | None = None)
         Route("/api/config", config),
         Route("/api/episodes/{index}", episode),
         Route("/api/explain", explain, methods=["POST"]),
+        Route("/api/explain.bin", explain_bin, methods=["POST"]),
         Route("/api/explain.npy", explain_npy, methods=["POST"]),
         Route("/api/reverse", reverse, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=static_dir()), name="static"),

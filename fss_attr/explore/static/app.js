@@ -218,10 +218,14 @@ async function requestExplain() {
   let body = null;
   try {
     body = explainBody();
-    const out = await (await api("/api/explain", body)).json();
+    const res = await api("/api/explain.bin", body);
+    const out = JSON.parse(res.headers.get("X-Explorer-Meta")), buf = await res.arrayBuffer();
     if (index !== E.index) return;
-    E.maps = decodeF32(out.maps); E.zero = out.zero === undefined ? null : out.zero;
-    E.levelWeights = out.level_weights; E.levelMaps = out.level_maps ? out.level_maps.map(decodeF32) : null;
+    const size = out.shape.reduce((a, b) => a * b, 1);
+    E.maps = new Float32Array(buf, 0, size); E.zero = out.zero === undefined ? null : out.zero;
+    E.levelWeights = out.level_weights;
+    E.levelMaps = out.n_level_maps ? Array.from({ length: out.n_level_maps },
+                                                (_, l) => new Float32Array(buf, 4 * size * (l + 1), size)) : null;
     E.lastExplain = { body, response: out, version };
     drawMaps();
     say("");

@@ -6,7 +6,9 @@ Server side: ExplorerSession calls (the episode encoded once beforehand) for ran
 (AffEx, three variants) and random support pixels (the reverse view). Browser: headless Chromium (Debian's
 /usr/bin/chromium or FSS_ATTR_CHROMIUM) on the served page; for random clicks on the query canvas, the time
 from the pointerdown event to the animation frame after the support canvases were redrawn (the page's own
-``window.explorer.latencies``), and the server compute of those requests. Prints a markdown table.
+``window.explorer.latencies``), and the server compute of those requests. Prints a markdown table; the CPU
+columns are the request thread's CPU time (with --threads 1, about the wall time on an idle machine, whatever
+else the machine is running).
 """
 from __future__ import annotations
 
@@ -24,8 +26,16 @@ def pct(values, q):
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
-def row(name, values):
-    return f"| {name} | {len(values)} | {pct(values, 50):.1f} | {pct(values, 95):.1f} | {max(values):.1f} |"
+def row(name, values, cpu=None):
+    c = f"{pct(cpu, 50):.1f} | {pct(cpu, 95):.1f}" if cpu else "– | –"
+    return f"| {name} | {len(values)} | {pct(values, 50):.1f} | {pct(values, 95):.1f} | {max(values):.1f} | {c} |"
+
+
+def timed(fn, times, cpu):
+    t, c = time.perf_counter(), time.thread_time()
+    fn()
+    cpu.append((time.thread_time() - c) * 1e3)
+    times.append((time.perf_counter() - t) * 1e3)
 
 
 def main() -> int:
@@ -39,7 +49,7 @@ def main() -> int:
 
     import torch
 
-    from fss_attr.explore import ExplorerSession, controlled_source, create_app
+    from fss_attr.explore import ExplorerSession, controlled_source
     from fss_attr.models.lite_matcher import LiteMatcher
 
     if args.threads:
@@ -53,29 +63,28 @@ def main() -> int:
     rows = []
     for variant in ("unmasked", "masked", "signed"):
         session.explain(0, {"kind": "point", "x": 1, "y": 1}, variant)          # warm-up
-        times = []
+        times, cpu = [], []
         for _ in range(args.clicks):
             x, y = (int(v) for v in rng.integers(0, s, 2))
-            t = time.perf_counter()
-            session.explain(0, {"kind": "point", "x": x, "y": y}, variant)
-            times.append((time.perf_counter() - t) * 1e3)
-        rows.append(row(f"server: region → maps, {variant}, ablation weights", times))
+            timed(lambda: session.explain(0, {"kind": "point", "x": x, "y": y}, variant), times, cpu)
+        rows.append(row(f"server: region → maps, {variant}, ablation weights", times, cpu))
     session.reverse(0, 0, 1, 1)
-    times = []
+    times, cpu = [], []
     for _ in range(args.clicks):
         n, x, y = int(rng.integers(0, args.shots)), *(int(v) for v in rng.integers(0, s, 2))
-        t = time.perf_counter()
-        session.reverse(0, n, x, y)
-        times.append((time.perf_counter() - t) * 1e3)
-    rows.append(row("server: support pixel → query matches (reverse)", times))
+        timed(lambda: session.reverse(0, n, x, y), times, cpu)
+    rows.append(row("server: support pixel → query matches (reverse)", times, cpu))
 
     if not args.no_browser:
+        from fss_attr.explore import create_app
+
         rows += browser_rows(session, create_app, args, rng)
 
     print(f"LiteMatcher, {args.shots}-shot, {args.size} px, torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} CPUs; encoding the episode once: {encode_ms:.0f} ms\n")
-    print("| what (ms) | n | p50 | p95 | max |")
-    print("|---|---|---|---|---|")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
+          f"encoding the episode once: {encode_ms:.0f} ms\n")
+    print("| what (ms) | n | p50 | p95 | max | CPU p50 | CPU p95 |")
+    print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     return 0
 

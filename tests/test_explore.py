@@ -267,3 +267,18 @@ def test_cli_rejects_bad_options_before_loading_the_model(monkeypatch, capsys, a
     assert cli.main(["explore", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fss-attr explore:") and words in err[0]
+
+
+def test_signed_zero_is_where_the_raw_signed_value_is_zero(session):
+    """The page centres the diverging colours on ``zero``: check it against E ⊙ (2G − 1) computed directly."""
+    from fss_attr.affex.blur import gaussian_blur
+
+    for index, spec in ((0, {"kind": "prediction"}), (1, {"kind": "point", "x": 30, "y": 30}),
+                        (2, {"kind": "box", "x0": 0, "y0": 0, "x1": 20, "y1": 63})):
+        out = session.explain(index, spec, "signed", weights="uniform")
+        enc = session.encoded(index)
+        e = AffinityExplainer("unmasked").explain_levels(enc.levels, out["region"][None], None, None, (SIZE, SIZE))
+        t = gaussian_blur(enc.episode.support_masks.float(), 31, 50.0).double() * 2 - 1
+        raw = e.double() * t
+        exact = float(-raw.min() / (raw.max() - raw.min()))
+        assert abs(out["zero"] - exact) < 1e-3, (index, out["zero"], exact)

@@ -64,7 +64,7 @@ class EncodedEpisode:
     ablated_logits: list
     prediction: torch.Tensor
     encode_s: float
-    row_stats: dict = field(default_factory=dict)   # (level, softmax, top_k) -> (threshold, row max, row sum)
+    row_stats: dict = field(default_factory=dict)   # per-episode derived data: softmax row statistics, mask signs
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -296,23 +296,39 @@ class ExplorerSession:
         maps = ex.explain_levels(enc.levels, r, ep.support_masks, w, out_size=enc.image_size)
         out = {"maps": maps[0], "level_weights": w[0], "region": r[0]}
         if variant == "signed":
-            out["zero"] = self._signed_zero(enc, r, w, softmax, top_k)
+            out["zero"] = self._signed_zero(enc, maps[0], ex)
         if per_level:
             out["level_maps"] = [minmax(m.float())[0] for m in
                                  self.explainer("unmasked", softmax, top_k).level_maps(enc.levels, r, enc.image_size)]
         out["compute_ms"] = (time.perf_counter() - t0) * 1e3
         return out
 
-    def _signed_zero(self, enc, r, w, softmax, top_k) -> float:
-        """Where the signed map's raw value E ⊙ (2G − 1) is zero, on the map's [0, 1] scale."""
-        from fss_attr.affex.blur import gaussian_blur
+    def _signed_zero(self, enc: EncodedEpisode, signed: torch.Tensor, ex: AffinityExplainer) -> float:
+        """Where the signed map's raw value E ⊙ (2G − 1) is zero, on the map's [0, 1] scale (for display).
 
-        ex = self.explainer("signed", softmax, top_k)
-        e = self.explainer("unmasked", softmax, top_k).explain_levels(enc.levels, r, None, w, enc.image_size)
-        g = gaussian_blur(enc.episode.support_masks.to(torch.float32), ex.blur_kernel, ex.blur_sigma)
-        raw = e.double() * (2 * g.double() - 1)
-        lo, hi = float(raw.min()), float(raw.max())
-        return 0.5 if hi <= lo else min(1.0, max(0.0, -lo / (hi - lo)))
+        The signed map is S = (E·t − lo)/(hi − lo), t = 2G − 1, E ≥ 0 with E = 0 somewhere, so its zero z
+        satisfies max{S : t < 0} ≤ z ≤ min{S : t > 0}, one of the two bounds exactly (the pixel where E = 0);
+        the midpoint is returned, exact when t keeps one sign. The gap is the jump of S across the mask
+        boundary, where |t| is small (well under 1% of the scale for the paper's blur).
+        """
+        key = ("sign", ex.blur_kernel, ex.blur_sigma)
+        t = enc.row_stats.get(key)
+        if t is None:
+            from fss_attr.affex.blur import gaussian_blur
+
+            g = gaussian_blur(enc.episode.support_masks.to(torch.float32), ex.blur_kernel, ex.blur_sigma)
+            t = enc.row_stats[key] = (g.to(torch.float64) * 2 - 1)[0]
+        below = signed[t < 0]
+        above = signed[t > 0]
+        lo = float(below.max()) if below.numel() else None
+        hi = float(above.min()) if above.numel() else None
+        if lo is None and hi is None:
+            return 0.5
+        if lo is None:
+            return hi
+        if hi is None:
+            return lo
+        return min(1.0, max(0.0, 0.5 * (lo + hi)))
 
     # ----------------------------------------------------------------------------------------------- reverse
     def _row_stats(self, enc: EncodedEpisode, li: int, softmax: bool, top_k: int):

@@ -282,3 +282,29 @@ def test_signed_zero_is_where_the_raw_signed_value_is_zero(session):
         raw = e.double() * t
         exact = float(-raw.min() / (raw.max() - raw.min()))
         assert abs(out["zero"] - exact) < 1e-3, (index, out["zero"], exact)
+
+
+def test_command_serves_on_loopback_and_prints_its_address():
+    """`fss-attr explore --port 0` binds 127.0.0.1, prints the address, serves the API, checks the Host header."""
+    import re
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "fss_attr", "explore", "--port", "0", "--size", "32",
+                             "--shots", "1", "--episodes", "2", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.match(r"fss-attr explore: (http://127\.0\.0\.1:(\d+)/) ", line)
+        assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
+        with urllib.request.urlopen(m.group(1) + "api/config", timeout=30) as r:
+            assert json.load(r)["n_episodes"] == 2
+        req = urllib.request.Request(m.group(1) + "api/config", headers={"Host": "attacker.example"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=30)
+        assert err.value.code == 400
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -147,6 +147,21 @@ def test_click_query_and_support_in_chromium(served, browser):
     idx = np.clip(np.floor(np.clip(d, 0, None) * 256), 0, 255).astype(int)
     assert np.array_equal(canvas_rgb(page, "support-0")[..., :3], lut("RdBu_r", idx))
 
+    # downloads: the .npy holds the maps on screen; the .png is a PNG
+    with page.expect_download() as dl:
+        page.click("#download-npy")
+    npy = np.load(dl.value.path())
+    assert npy.shape == (SHOTS, SIZE, SIZE) and np.array_equal(npy, maps)
+    with page.expect_download() as dl:
+        page.click("#download-png")
+    with open(dl.value.path(), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    # episode navigation: the next episode's maps arrive (its prediction is the region again)
+    page.click("#next")
+    page.wait_for_function("window.explorer.lastExplain.body.episode === 1", timeout=60_000)
+    assert page.input_value("#episode") == "1"
+
     # a bad request shows its message on the page (no console error)
     page.fill("#top-k", "-3")
     page.dispatch_event("#top-k", "change")

@@ -95,6 +95,7 @@ def run(args) -> int:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
+        sock.listen(128)  # connections made as soon as the address is printed wait in the backlog
     except (OSError, OverflowError) as e:
         return _fail(f"cannot listen on {args.host}:{args.port}: {e}")
     if args.threads is not None:

@@ -86,9 +86,12 @@ def run(args) -> int:
         return _fail(problem)
     import socket
 
-    import uvicorn
+    try:
+        import uvicorn
 
-    from fss_attr.explore.server import LOOPBACK_HOSTS, create_app
+        from fss_attr.explore.server import LOOPBACK_HOSTS, create_app
+    except ImportError as e:
+        return _fail(f"needs starlette and uvicorn ({e}); pip install -r requirements.txt")
 
     try:  # bind before loading the model: a taken port fails fast with one line
         family = socket.AF_INET6 if ":" in args.host else socket.AF_INET

@@ -141,7 +141,7 @@ def test_bad_options_exit_2_with_one_line_and_write_nothing(options, needle, tmp
 @pytest.mark.parametrize("name, text, needle", [
     ("no_class_column", "episode,query,support_1,support_2\n0,img00,img02,img04\n", "not an episode list"),
     ("class_not_int", "episode,class_id,query,support_1,support_2\n0,cat,img00,img02,img04\n", "not an episode list"),
-    ("short_row", "episode,class_id,query,support_1,support_2\n0,1,img00,img02\n", "expected --shots 2"),
+    ("short_row", "episode,class_id,query,support_1,support_2\n0,1,img00,img02\n", "expected a query and --shots 2 support images"),
     ("class_of_other_fold", "episode,class_id,query,support_1,support_2\n0,17,img00,img02,img04\n",
      "not a class of pascal fold 0"),
 ])

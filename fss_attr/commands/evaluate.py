@@ -279,6 +279,7 @@ def _fail(ctx, msg: str) -> int:
 
 def run(args) -> int:
     from fss_attr.evaluation import distributed
+    from fss_attr.evaluation.episodes import EpisodeLoadError
     from fss_attr.evaluation.store import ConfigMismatch, check_folder
 
     try:
@@ -314,6 +315,9 @@ def run(args) -> int:
         if verdict[0] == "error":
             return _fail(ctx, verdict[1])
         return _run_job(args, ctx, names, factories, evaluation, source, to_save, config, verdict[1])
+    except EpisodeLoadError as e:
+        print(f"fss-attr evaluate: {e} (every finished result is kept in {args.out})", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         if ctx.is_main:
             print(f"\nfss-attr evaluate: interrupted; every finished result is kept in {args.out}; run the same "

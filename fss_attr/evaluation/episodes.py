@@ -13,6 +13,10 @@ from typing import Sequence
 import numpy as np
 
 
+class EpisodeLoadError(ValueError):
+    """An episode's files cannot be read (the message names the episode and its images)."""
+
+
 class ControlledEpisodes:
     """The controlled episodes of :func:`fss_attr.data.controlled.make_episodes` (same seeds, same episodes),
     by index."""
@@ -49,8 +53,8 @@ class BenchmarkEpisodes:
         try:
             return episode_from_spec(self.source, spec, self.size)
         except (OSError, ValueError, SyntaxError) as e:   # PIL raises SyntaxError on some corrupt headers
-            raise ValueError(f"episode {i} (class {spec.class_id}, query {spec.query}, supports "
-                             f"{', '.join(spec.supports)}): cannot load it: {e}") from e
+            raise EpisodeLoadError(f"episode {i} (class {spec.class_id}, query {spec.query}, supports "
+                                   f"{', '.join(spec.supports)}): cannot load it: {e}") from e
 
     def fingerprint(self) -> str:
         return _digest({"dataset": self.source.name, "size": list(self.size),
@@ -81,8 +85,9 @@ def benchmark_episodes(name: str, root: str | Path, fold: int, n: int, seed: int
         specs = specs[:n]
         for e, s in enumerate(specs):
             if len(s.supports) != shots or any(not x for x in s.supports) or not s.query:
-                raise ValueError(f"--episode-list {episode_list}: episode {e} has {len(s.supports)} supports "
-                                 f"{list(s.supports)}, expected --shots {shots}")
+                raise ValueError(f"--episode-list {episode_list}: episode {e} has supports "
+                                 f"{[x for x in s.supports if x]} and query {s.query!r}, expected a query and "
+                                 f"--shots {shots} support images")
             classes = getattr(source, "classes", None)
             if classes is not None and s.class_id not in classes:
                 raise ValueError(f"--episode-list {episode_list}: episode {e} has class {s.class_id}, not a class of "

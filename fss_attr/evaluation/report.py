@@ -186,6 +186,9 @@ def build_summary(rows: Sequence[Mapping], metrics: Sequence[str], config: Mappi
 
 def table_text(summary: Mapping, rows: Sequence[Mapping] = ()) -> str:
     """table.md: a header line (episodes, model mIoU, time) and the paper-shaped table of ``summary``."""
+    if rows and not summary.get("episodes_in_means", 1):
+        return (f"{summary['episodes']} episodes, all degenerate (the explained region covers the whole query or "
+                "none of it, e.g. empty predictions): no means.\n")
     miou = [float(r["miou"]) for r in rows if in_means(r) and r.get("miou") not in (None, "")]
     if not miou:
         return markdown_table(summary["metrics"])

@@ -163,3 +163,22 @@ def test_merge_only_takes_no_other_option(tmp_path, capsys):
     assert main(["evaluate", "--merge-only", str(tmp_path), "--steps", "5"]) == 2
     assert "--merge-only takes no other option" in capsys.readouterr().err
     assert json.loads((tmp_path / "config.json").read_text())["config"]["episodes"] == 1
+
+
+def test_the_job_layout_comes_from_torchruns_environment(monkeypatch):
+    from fss_attr.evaluation import distributed
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    assert distributed.context() == Context(0, 1, 0, 1)
+    monkeypatch.setenv("RANK", "3"), monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1"), monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    ctx = distributed.context()
+    assert ctx == Context(3, 4, 1, 2) and ctx.distributed and not ctx.is_main
+    assert distributed.device_for("cuda", ctx) == "cuda:1" and distributed.device_for("cpu", ctx) == "cpu"
+    assert distributed.device_for("cuda:0", Context()) == "cuda:0"
+    assert distributed.threads_per_rank(ctx) == max(1, distributed.usable_cpus() // 2)
+    assert share(range(10), ctx) == [3, 7]
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ValueError, match="RANK=4"):
+        distributed.context()

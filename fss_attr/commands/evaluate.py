@@ -230,8 +230,6 @@ def check_options(args) -> None:
         raise UsageError(f"--device: not a torch device: {args.device!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: no CUDA device on this machine")
-    if args.compile and args.loop:
-        raise UsageError("--compile does not apply with --loop (one state per forward pass)")
 
 
 def evaluation_config(args, metrics):

@@ -15,7 +15,7 @@ HELP = "serve a local page: click the query, see the support evidence (AffEx), a
 def add_arguments(parser) -> None:
     parser.add_argument("--episodes", type=int, default=100, help="number of episodes to browse (default 100)")
     parser.add_argument("--shots", type=int, default=5, help="support images per episode (default 5)")
-    parser.add_argument("--size", type=int, default=192, help="image side in pixels, 8 … 1024 (default 192)")
+    parser.add_argument("--size", type=int, default=192, help="image side in pixels, 32 … 1024 (default 192)")
     parser.add_argument("--seed", type=int, default=42, help="episode seed (default 42, as fss-attr evaluate)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--backend", default="auto", help="AffEx backend: auto, literal, torch, cpu, cuda (default auto)")
@@ -42,8 +42,8 @@ def check_args(args) -> str | None:
         return f"--episodes must be >= 1, got {args.episodes}"
     if not 1 <= args.shots <= 64:
         return f"--shots must be in 1 … 64, got {args.shots}"
-    if not 8 <= args.size <= 1024:
-        return f"--size must be in 8 … 1024, got {args.size}"
+    if not 32 <= args.size <= 1024:
+        return f"--size must be in 32 … 1024 (LiteMatcher's coarsest level has stride 32), got {args.size}"
     if not 0 <= args.port <= 65535:
         return f"--port must be in 0 … 65535, got {args.port}"
     if args.cache < 1:

@@ -16,8 +16,6 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable
-
 import numpy as np
 import torch
 
@@ -75,17 +73,12 @@ class EncodedEpisode:
         return self.episode.n_shots
 
 
-def controlled_source(n_episodes: int, seed: int = 42, shots: int = 5, size: int = 192) -> Callable[[int], object]:
-    """Episode ``i`` of :func:`fss_attr.data.controlled.make_episodes(n_episodes, seed, shots, (size, size))`,
-    rendered on demand (the same seeds, so the same episodes as ``fss-attr evaluate`` with those options)."""
-    from fss_attr.data.controlled import make_episode
+def controlled_source(n_episodes: int, seed: int = 42, shots: int = 5, size: int = 192):
+    """The controlled episodes of ``fss-attr evaluate`` with the same options, by index
+    (:class:`fss_attr.evaluation.episodes.ControlledEpisodes`: ``len(source)``, ``source[i]``)."""
+    from fss_attr.evaluation.episodes import ControlledEpisodes
 
-    seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=n_episodes)
-
-    def load(i: int):
-        return make_episode(int(seeds[i]), n_shots=shots, size=(size, size))
-
-    return load
+    return ControlledEpisodes(n_episodes, seed=seed, n_shots=shots, size=(size, size))
 
 
 def level_weights_from_ablation(logits: torch.Tensor, ablated: list, region: torch.Tensor) -> torch.Tensor:
@@ -113,8 +106,9 @@ class ExplorerSession:
 
     Args:
         adapter: a :class:`fss_attr.models.MatchingAdapter` (evaluation mode).
-        source: ``source(i) -> Episode`` (batch size 1) for ``0 <= i < n_episodes``.
-        n_episodes: how many episodes the source holds.
+        source: the episodes (batch size 1): an indexable ``source[i]`` with ``len(source)`` (e.g. the episode
+            sources of :mod:`fss_attr.evaluation.episodes`), or a callable ``source(i)``.
+        n_episodes: how many episodes the source holds (default ``len(source)``).
         backend: AffEx backend ("auto", "torch", "cpu", "cuda", "literal").
         device: torch device the episodes are moved to.
         cache_size: how many encoded episodes are kept (least recently used first out).
@@ -122,8 +116,10 @@ class ExplorerSession:
     Thread-safe: requests from several tabs may run concurrently; an episode is encoded once.
     """
 
-    def __init__(self, adapter, source: Callable[[int], object], n_episodes: int, backend: str = "auto",
+    def __init__(self, adapter, source, n_episodes: int | None = None, backend: str = "auto",
                  device: str | torch.device = "cpu", cache_size: int = 4):
+        if n_episodes is None:
+            n_episodes = len(source)
         if n_episodes < 1:
             raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
         self.adapter = adapter
@@ -165,7 +161,7 @@ class ExplorerSession:
             if hit is not None:
                 return hit
             t0 = time.perf_counter()
-            episode = self.source(index).to(self.device)
+            episode = (self.source(index) if callable(self.source) else self.source[index]).to(self.device)
             if episode.batch_size != 1:
                 raise ExplorerError(f"the explorer shows one episode at a time; the source gave batch size "
                                     f"{episode.batch_size}", 500)

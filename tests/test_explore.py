@@ -308,3 +308,24 @@ def test_command_serves_on_loopback_and_prints_its_address():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_reverse_and_explain_with_materialised_scores():
+    """Levels given as LevelScores (a model that materialises its affinity) take the same paths."""
+    from fss_attr.data.controlled import make_episode
+    from tests.toy_adapter import PooledPixelMatcher
+
+    class ScoresMatcher(PooledPixelMatcher):
+        def levels(self, state):
+            return [lv.materialize() for lv in super().levels(state)]
+
+    model = ScoresMatcher(grids=(4, 8))
+    s = ExplorerSession(model, lambda i: make_episode(i, n_shots=2, size=(SIZE, SIZE)), 2)
+    enc = s.encoded(1)
+    out = s.reverse(1, 0, 12, 50, top_k=5, weights="uniform")
+    ref, ref_levels = reverse_reference(enc, 0, 12, 50, out["level_weights"], True, 5)
+    assert torch.allclose(out["map"].double(), ref, atol=2e-5)
+    region = torch.zeros(1, SIZE, SIZE, dtype=torch.bool)
+    region[0, 3:9, 40:60] = True
+    maps = s.explain(1, region, "masked")["maps"]
+    assert torch.equal(maps, AffinityExplainer("masked").explain(model, enc.episode, region=region).maps[0])

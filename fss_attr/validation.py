@@ -157,3 +157,18 @@ def check_output_folder(option: str, path) -> None:
 
     if Path(path).exists() and not Path(path).is_dir():
         raise OptionError(f"{option} {path} is a file; expected a folder")
+
+
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An int (not a bool) within [minimum, maximum] (either bound optional); returns it.
+
+    Raises:
+        ValueError: naming ``name``, the value and the allowed range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        lo = "" if minimum is None else f">= {minimum}"
+        hi = "" if maximum is None else f"<= {maximum}"
+        raise ValueError(f"{name} must be {' and '.join(x for x in (lo, hi) if x)}, got {value!r}")
+    return value

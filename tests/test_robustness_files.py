@@ -156,8 +156,10 @@ HEAD = "episode,class_id,query,support_1,support_2\n"
     ("episode,query,support_1,support_2\n0,img00,img02,img04\n", r"missing column\(s\) \['class_id'\]"),
     ("episode,class_id,query\n0,1,img00\n", r"missing column\(s\) \['support_1'\]"),
     (HEAD + "0,cat,img00,img02,img04\n", "row 2: class_id 'cat' is not an int"),
-    (HEAD + "0,1,img00,img02,img04\n1,1,img00,img02\n", "row 3: a cell is empty or missing"),
-    (HEAD + "0,1,img00,,img04\n", "row 2: a cell is empty or missing"),
+    (HEAD + "0,1,img00,img02,img04\n1,1,img00,img02\n", "row 3: 1 support images, expected 2"),
+    (HEAD + "0,1,img00,,img04\n", "row 2: 1 support images, expected 2"),
+    (HEAD + "0,1,,img02,img04\n", "row 2: the class_id or query cell is empty or missing"),
+    (HEAD + "0,,img00,img02,img04\n", "row 2: the class_id or query cell is empty or missing"),
     (HEAD + "0,1,img00,img02,img04,img06\n", "row 2: more cells than columns"),
     (HEAD + "0,17,img00,img02,img04\n", r"row 2: class 17 is not one of this fold's classes \[1, 2, 3, 4, 5\]"),
 ])
@@ -165,7 +167,7 @@ def test_episode_list_errors_name_the_file_and_row(tmp_path, text, match):
     path = tmp_path / "list.csv"
     path.write_text(text)
     with pytest.raises(ValueError, match=match) as info:
-        load_episode_list(path, classes=[1, 2, 3, 4, 5])
+        load_episode_list(path, classes=[1, 2, 3, 4, 5], shots=2)
     assert str(path) in str(info.value)
 
 
@@ -176,6 +178,8 @@ def test_episode_list_shots_and_a_good_list(tmp_path):
     assert specs == [EpisodeSpec(1, "img00", ("img02", "img04")), EpisodeSpec(2, "img01", ("img03", "img05"))]
     with pytest.raises(ValueError, match="has 2 support columns, expected 5"):
         load_episode_list(path, shots=5)
+    path.write_text(HEAD + "0,1,img00,img02\n")                  # without shots: the short row's spec is short
+    assert load_episode_list(path) == [EpisodeSpec(1, "img00", ("img02",))]
     with pytest.raises(FileNotFoundError, match="nope.csv does not exist"):
         load_episode_list(tmp_path / "nope.csv")
 

@@ -72,8 +72,9 @@ def load_episode_list(path: str | Path, classes: Sequence[int] | None = None,
 
     ``classes`` (e.g. a source's fold classes) and ``shots``, when given, are what every row must use.
     Raises FileNotFoundError, or ValueError naming the file (and the row, counted from 2 as in a spreadsheet)
-    for a missing column, a class id that is not an int or not in ``classes``, an empty cell, or a row whose
-    support count differs from the header's or from ``shots``.
+    for a missing column, a class id that is not an int or not in ``classes``, an empty class or query cell,
+    more cells than columns, or (with ``shots``) a row with another number of supports. Without ``shots`` a
+    short row's missing supports are left out of its spec (never None), for the caller to check.
     """
     path = Path(path)
     if not path.is_file():
@@ -102,10 +103,11 @@ def load_episode_list(path: str | Path, classes: Sequence[int] | None = None,
             where = f"episode list {path}, row {line}"
             if None in row:
                 raise ValueError(f"{where}: more cells than columns")
-            cells = [row["class_id"], row["query"]] + [row[k] for k in support_cols]
-            if any(c is None or not c.strip() for c in cells):
-                raise ValueError(f"{where}: a cell is empty or missing (needs class_id, query and "
-                                 f"{len(support_cols)} supports)")
+            if any(row[k] is None or not row[k].strip() for k in ("class_id", "query")):
+                raise ValueError(f"{where}: the class_id or query cell is empty or missing")
+            supports = tuple(row[k].strip() for k in support_cols if row[k] is not None and row[k].strip())
+            if shots is not None and len(supports) != shots:
+                raise ValueError(f"{where}: {len(supports)} support images, expected {shots}")
             try:
                 class_id = int(row["class_id"])
             except ValueError:
@@ -113,7 +115,7 @@ def load_episode_list(path: str | Path, classes: Sequence[int] | None = None,
             if allowed is not None and class_id not in allowed:
                 raise ValueError(f"{where}: class {class_id} is not one of this fold's classes "
                                  f"{sorted(allowed)}")
-            specs.append(EpisodeSpec(class_id, row["query"].strip(), tuple(row[k].strip() for k in support_cols)))
+            specs.append(EpisodeSpec(class_id, row["query"].strip(), supports))
     return specs
 
 

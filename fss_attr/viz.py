@@ -87,14 +87,15 @@ def overlay_legend_handles(region: bool = False, gt: bool = False, prediction: b
                              label="explained query region R (shaded)"))
     if mask:
         handles.append(Line2D([], [], color=MASK_COLOUR, lw=1.5, label=mask_label + " (outline)",
-                              path_effects=_halo()))
+                              path_effects=outline_halo()))
     if evidence:
         handles.append(Line2D([], [], color=EVIDENCE_COLOUR, lw=1.5, ls="--",
                               label="known evidence: support pixels of the query's class (dashed)"))
     return handles
 
 
-def _halo():
+def outline_halo():
+    """A grey halo under a white outline, so that it reads on light and dark images (matplotlib path effects)."""
     import matplotlib.patheffects as pe
 
     return [pe.Stroke(linewidth=3, foreground="0.4"), pe.Normal()]

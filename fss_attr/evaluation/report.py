@@ -98,9 +98,14 @@ def curves_figure(curves: dict[str, dict[str, list[float]]], title: str = ""):
     kinds += [k for k in known[2:] if any(k in curves[n] for n in names)]
     if not kinds:
         raise ValueError(f"curves hold no known curve ({', '.join(known)}, iauc@<p>%)")
-    fig, axes = plt.subplots(1, len(kinds), figsize=(3.9 * len(kinds), 3.4), squeeze=False, layout="constrained")
+    ncols = min(3, len(kinds))
+    nrows = -(-len(kinds) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.7 * ncols + 1.6, 3.1 * nrows + 0.3), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(kinds):]:
+        ax.set_visible(False)
     handles = {}
-    for ax, k in zip(axes[0], kinds):
+    for ax, k in zip(axes.flat, kinds):
         for i, n in enumerate(names):
             if k in curves[n]:
                 ys = list(curves[n][k])

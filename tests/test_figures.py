@@ -182,7 +182,7 @@ def test_ram_figure_says_in_words_what_each_row_is(gen):
     labels = sorted(b[3] for b in colorbars(fig))
     assert labels == ["query map:\ncontribution to y", "support map:\ncontribution to y"]
     assert all(b[1] == 0 for b in colorbars(fig))
-    assert legend_texts(fig) == ["★ predicted class", "object outline"]
+    assert legend_texts(fig) == ["predicted class (★ after its name)", "object outline"]
 
 
 def bar_summary():

@@ -8,8 +8,8 @@ from fss_attr.data.episode_list import (EpisodeSpec, count_queries, episode_from
                                         load_episode_list, sample_episodes, save_episode_list)
 from fss_attr.data.episode import Episode
 
-__all__ = ["EpisodeSpec", "count_queries", "sample_episodes", "save_episode_list", "load_episode_list", "episode_from_spec",
-           "iterate_episodes", "open_source", "load_episodes"]
+__all__ = ["EpisodeSpec", "count_queries", "sample_episodes", "save_episode_list", "load_episode_list",
+           "episode_from_spec", "iterate_episodes", "open_source", "load_episodes"]
 
 
 def open_source(name: str, root: str | Path, fold: int, split: str = "val"):

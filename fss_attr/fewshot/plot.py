@@ -14,7 +14,8 @@ def ram_figure(episode: ClassificationEpisode, ram: RegionActivationMaps, query_
                affex: dict[int, torch.Tensor] | None = None, category: CategoryRegions | None = None,
                category_images: list[torch.Tensor] | None = None, shot: int = 0, title: str | None = None,
                affex_region: str = "evidence"):
-    """Figure (a matplotlib Figure, not saved; :func:`plot_ram` writes it) for query ``query_index``: one column per class (its shot ``shot``), rows:
+    """Figure (a matplotlib Figure, not saved; :func:`plot_ram` writes it) for query ``query_index``: one
+    column per class (its shot ``shot``), rows:
 
     1. the support image under RAM's support map: each support region's contribution to the class score y
        (region weight × best-match similarity, w_r·s_r / K; one colour scale for all classes, so a weak class
@@ -92,7 +93,7 @@ def ram_figure(episode: ClassificationEpisode, ram: RegionActivationMaps, query_
         ax.set_yticks([])
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], ls="none", marker="*", color="black", label="★ predicted class")]
+    handles = [Line2D([], [], ls="none", marker="*", color="black", label="predicted class (★ after its name)")]
     if episode.support_masks is not None or episode.query_masks is not None:
         handles.append(Line2D([], [], color="white", lw=1.5, label="object outline", path_effects=outline_halo()))
     if category is not None:

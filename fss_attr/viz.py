@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import torch
 
 from fss_attr.data.imagenet import imagenet_denormalize
@@ -124,8 +125,6 @@ def explanation_figure(episode: Episode, explanations: Mapping[str, object], ind
         ax.imshow(query)
         region = getattr(ex, "region", None)
         if region is not None:
-            import numpy as np
-
             shade = np.ma.masked_where(~region[index].cpu().numpy().astype(bool), np.ones(region.shape[-2:]))
             ax.imshow(shade, cmap=REGION_CMAP, alpha=0.45, vmin=0, vmax=1.25)
             has_region = True

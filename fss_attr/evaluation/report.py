@@ -81,7 +81,7 @@ def _panel(kind: str) -> tuple[str, str, str]:
         return CURVE_PANELS[kind]
     p = kind[5:-1]
     return (f"insertion of the top {p}% (IAUC@{p}%)", "fraction of support pixels inserted",
-            "confidence: mean foreground probability over R")
+            "confidence (mean foreground\nprobability over R)")
 
 
 def curves_figure(curves: dict[str, dict[str, list[float]]], title: str = ""):

@@ -162,3 +162,15 @@ def test_more_episodes_than_the_fold_holds_are_refused_or_repeated_on_request(pa
     assert [s.query for s in specs[:8]] == [s.query for s in specs[8:16]]     # queries come round in order
     with pytest.raises(ValueError, match="n must be a positive int"):
         sample_episodes(src, n=0, shots=1)
+
+
+def test_evaluate_refuses_more_episodes_than_the_fold_holds_before_the_model_loads(pascal_root, tmp_path, capsys):
+    from fss_attr.cli import main
+
+    out = tmp_path / "out"
+    assert main(["evaluate", "--dataset", "pascal", "--root", str(pascal_root), "--shots", "1", "--size", "32",
+                 "--episodes", "9", "--explainers", "random", "--metrics", "miou", "--out", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds 8 distinct 1-shot episodes" in err[0] and "at most 8" in err[0], err
+    assert not out.exists()

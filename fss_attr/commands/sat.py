@@ -45,7 +45,7 @@ def run(args) -> int:
     import torch
 
     from fss_attr.data.controlled import CLASSES
-    from fss_attr.sat.cue_study import EXPLAINERS, HEADLINE_COLUMNS, CueStudy, run_cue_study
+    from fss_attr.sat.cue_study import EXPLAINERS, HEADLINE_COLUMNS, CueStudy, run_cue_study, write_cue_study
     from fss_attr.sat.table import plain_table
     from fss_attr.validation import OptionError, check_output_folder, option_list
 
@@ -60,18 +60,20 @@ def run(args) -> int:
         raise OptionError(str(e)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run_cue_study(study, args.out, progress=not args.no_progress)
-    result["torch_threads"] = torch.get_num_threads()
+    result = run_cue_study(study, progress=not args.no_progress)
     out = Path(args.out)
-    (out / "sat.json").write_text(json.dumps(result, indent=2))
+    paths = write_cue_study(result, out)
+    report = result.to_dict() | {"paths": {k: str(v) for k, v in paths.items()},
+                                 "torch_threads": torch.get_num_threads()}
+    (out / "sat.json").write_text(json.dumps(report, indent=2))
     n_test = study.test_per_class * len(study.classes)
     print(f"cue '{study.cue}' on class '{study.cue_class}'; {study.train_per_class * len(study.classes)} training "
           f"and {n_test} test images of {study.size}x{study.size}; probes on EfficientNet-Lite0 block {study.block}")
     print(f"shares: mean over the {study.test_per_class} '{study.cue_class}' test images (all with the cue); "
           f"accuracies over {n_test} test images each")
-    print(plain_table(result["headline"], HEADLINE_COLUMNS, digits=3), end="")
-    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result["seconds"].items()))
-    for name, path in result["paths"].items():
+    print(plain_table(result.headline, HEADLINE_COLUMNS, digits=3), end="")
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    for name, path in paths.items():
         print(f"{name}: {path}")
     print(f"report: {out / 'sat.json'}")
     return 0

@@ -242,7 +242,7 @@ class AffinityExplainer:
         for i, lv in enumerate(levels):
             _check_range(lv, i, self.softmax, out_size[0] * out_size[1])
             if not self.softmax:
-                _check_nonnegative(lv, i)
+                check_nonnegative_affinity(lv, i)
         return levels, region, out_size
 
     @staticmethod
@@ -298,8 +298,8 @@ def _check_range(level, i: int, softmax: bool, pixels: int) -> None:
                          "scale the features down (e.g. normalise them, or a smaller scale)")
 
 
-def _check_nonnegative(level, i: int, chunk_elements: int = 1 << 22) -> None:
-    """Without softmax the affinities must be >= 0 (design.md: ReLU-cosine models): signed scores make the
+def check_nonnegative_affinity(level, i: int, chunk_elements: int = 1 << 22) -> None:
+    """ValueError unless level ``i`` (LevelScores or LevelFeatures) has no negative affinity. Without softmax the affinities must be >= 0 (design.md: ReLU-cosine models): signed scores make the
     column sums c·P_j cancel and a_j = (r·P_j)/(c·P_j + 1e-6) explode. LevelFeatures without relu are scored
     chunk by chunk to find out (the memory of the fast paths, one more pass of their arithmetic)."""
     if isinstance(level, LevelFeatures):

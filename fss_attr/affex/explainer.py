@@ -1,6 +1,6 @@
 """The Affinity Explainer (AffEx): which support pixels made the query prediction.
 
-Definitions follow design.md §1; the fast backends use the identity of §2: the
+Definitions follow docs/affex.md (steps 1–5); the fast backends use its identity: the
 mean over R of each support position's normalised upsampled map is a ratio of
 two weighted column sums of P, so no H×W map is ever built.
 """

@@ -76,7 +76,9 @@ def backproject_scores(scores: torch.Tensor, weights: torch.Tensor, softmax: boo
         version: the compiled kernel's version (0: the kernel chooses; docs/ops.md, "Kernel versions").
 
     Returns:
-        [B, 2, M] in the accumulation dtype (float64 for float64 scores, else float32).
+        [B, 2, M] in the accumulation dtype (float64 for float64 scores, else float32). Not
+        differentiable: inputs that require grad are read as constants (the result never requires grad), the
+        same on every backend.
 
     Raises:
         OpArgumentError (a ValueError): bad rank, shape, top_k, version or non-finite values;
@@ -88,6 +90,7 @@ def backproject_scores(scores: torch.Tensor, weights: torch.Tensor, softmax: boo
     weights = weights.to(torch_twin.acc_dtype(scores.dtype))
     backend = resolve_backend(backend, scores.device)
     version = _compiled_version(version, "backproject_scores", backend)
+    scores, weights = scores.detach(), weights.detach()      # the kernels write with out=: no graph to build
     if backend in ("cpu", "cuda"):
         return torch.ops.fss_attr.backproject_scores(scores, weights, bool(softmax), top_k, version)
     return torch_twin.backproject_scores(scores, weights, bool(softmax), top_k)
@@ -106,7 +109,8 @@ def backproject_features(query: torch.Tensor, support: torch.Tensor, weights: to
         softmax, top_k, backend, check_finite, version: as in :func:`backproject_scores`.
 
     Returns:
-        [B, 2, M] in the accumulation dtype.
+        [B, 2, M] in the accumulation dtype. Not differentiable: inputs that require grad are read as
+        constants, the same on every backend.
 
     Raises:
         OpArgumentError / OpDtypeError as in :func:`backproject_scores`; also for B or D that differ and an
@@ -119,6 +123,7 @@ def backproject_features(query: torch.Tensor, support: torch.Tensor, weights: to
     weights = weights.to(torch_twin.acc_dtype(query.dtype))
     backend = resolve_backend(backend, query.device)
     version = _compiled_version(version, "backproject_features", backend)
+    query, support, weights = query.detach(), support.detach(), weights.detach()
     if backend in ("cpu", "cuda"):
         return torch.ops.fss_attr.backproject_features(query, support, weights, similarity, float(scale), bool(relu),
                                                        bool(softmax), top_k, version)
@@ -132,6 +137,8 @@ def correlation(query: torch.Tensor, support: torch.Tensor, similarity: str = "c
 
     Same floating dtype for both inputs, any strides; the result has that dtype. Differentiable on every backend
     (autograd through ATen operations; the top-k selection is a constant mask). docs/ops.md, ``correlation``.
+    An empty input (B = 0 or C = 0) gives the twin's result on every backend: an empty tensor, or zeros when
+    only C is 0.
 
     Raises:
         OpArgumentError (a ValueError) / OpDtypeError (a TypeError), as the compiled op does.
@@ -140,7 +147,7 @@ def correlation(query: torch.Tensor, support: torch.Tensor, similarity: str = "c
     check_tensor("query", query, finite=True)
     check_tensor("support", support, finite=True)
     backend = resolve_backend(backend, query.device)
-    if backend in ("cpu", "cuda"):
+    if backend in ("cpu", "cuda") and query.numel() and support.numel():
         return torch.ops.fss_attr.correlation(query, support, similarity, bool(relu), top_k)
     return torch_twin.correlation(query, support, similarity, bool(relu), top_k)
 

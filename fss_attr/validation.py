@@ -110,11 +110,10 @@ def option_int(minimum: int | None = None, maximum: int | None = None, what: str
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            bound = (f">= {minimum}" if maximum is None else f"<= {maximum}" if minimum is None
-                     else f"in {minimum}..{maximum}")
-            raise argparse.ArgumentTypeError(f"must be an int {bound}{f' ({what})' if what else ''}, got {value}")
-        return value
+        try:
+            return check_int("value", value, minimum, maximum, what)
+        except ValueError as e:   # argparse names the option itself
+            raise argparse.ArgumentTypeError(str(e).removeprefix("value ")) from None
 
     parse.__name__ = "int"
     return parse
@@ -159,16 +158,17 @@ def check_output_folder(option: str, path) -> None:
         raise OptionError(f"{option} {path} is a file; expected a folder")
 
 
-def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
-    """An int (not a bool) within [minimum, maximum] (either bound optional); returns it.
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None, what: str = "") -> int:
+    """An int (not a bool) within [minimum, maximum] (either bound optional); returns it. ``what`` explains the
+    bound in the message (e.g. "the backbone's smallest input").
 
     Raises:
-        ValueError: naming ``name``, the value and the allowed range.
+        ValueError: "<name> must be an int >= 1, got 0" (or "<= M", "in m..M"), naming ``name`` and the value.
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an int, got {value!r}")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        lo = "" if minimum is None else f">= {minimum}"
-        hi = "" if maximum is None else f"<= {maximum}"
-        raise ValueError(f"{name} must be {' and '.join(x for x in (lo, hi) if x)}, got {value!r}")
+        bound = (f">= {minimum}" if maximum is None else f"<= {maximum}" if minimum is None
+                 else f"in {minimum}..{maximum}")
+        raise ValueError(f"{name} must be an int {bound}{f' ({what})' if what else ''}, got {value!r}")
     return value

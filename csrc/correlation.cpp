@@ -27,9 +27,11 @@ at::Tensor correlation(const at::Tensor& query, const at::Tensor& support, std::
   const bool cosine = is_cosine(similarity);
   check_top_k(top_k);
 
+  // Explicit sizes (no -1), so that empty inputs (B = 0, C = 0, an empty grid) reshape too.
   const c10::SymInt b = query.sym_size(0), c = query.sym_size(1);
-  at::Tensor q = query.flatten(2).transpose(1, 2);                                   // [B, Q, C]
-  at::Tensor k = support.permute({0, 1, 3, 4, 2}).reshape_symint({b, c10::SymInt(-1), c});  // [B, M, C]
+  const c10::SymInt m = support.sym_size(1) * support.sym_size(3) * support.sym_size(4);
+  at::Tensor q = query.flatten(2).transpose(1, 2);                                  // [B, Q, C]
+  at::Tensor k = support.permute({0, 1, 3, 4, 2}).reshape_symint({b, m, c});         // [B, M, C]
   if (cosine) {
     q = normalize_last(q);
     k = normalize_last(k);

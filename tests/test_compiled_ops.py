@@ -374,3 +374,16 @@ def test_deterministic_mode(device, gen, monkeypatch):
         torch.use_deterministic_algorithms(before)
     assert all(torch.equal(a[0], x) for x in a[1:]) and all(torch.equal(f[0], x) for x in f[1:])
     assert rel_err(a[0], torch_twin.backproject_scores(s.double().cpu(), w.double().cpu())) < 2e-6
+
+
+@pytest.mark.parametrize("device", COMPILED)
+@pytest.mark.parametrize("q_shape,k_shape", [((0, 3, 2, 2), (0, 2, 3, 2, 2)), ((1, 0, 2, 2), (1, 2, 0, 2, 2)),
+                                             ((1, 3, 0, 2), (1, 2, 3, 2, 2)), ((1, 3, 2, 2), (1, 0, 3, 2, 2))])
+def test_correlation_raw_op_empty_inputs(device, q_shape, k_shape):
+    """The composite op reshapes with explicit sizes, so empty inputs give the twin's result (empty, or zeros)."""
+    q = torch.randn(q_shape, dtype=torch.float64, device=device)
+    k = torch.randn(k_shape, dtype=torch.float64, device=device)
+    for similarity, top_k in (("cosine", 0), ("dot", 2)):
+        got = torch.ops.fss_attr.correlation(q, k, similarity, True, top_k)
+        want = torch_twin.correlation(q.cpu(), k.cpu(), similarity, True, top_k)
+        assert got.shape == want.shape and torch.equal(got.cpu(), want)

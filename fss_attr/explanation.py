@@ -70,7 +70,7 @@ def degenerate_maps(maps: torch.Tensor, region: torch.Tensor | None = None) -> t
     True where the min-max scaled ``maps`` [B, ...] are all zero (a constant map, see :func:`constant_maps`,
     e.g. one support position, a uniform affinity, or an empty support mask under "masked"), and, when a
     region [B, H, W] is given, where R covers the whole query image: then every support position's
-    attribution is 1/|R| by construction (design.md §1, step 4), and what is left is the 1e-6 guard and
+    attribution is 1/|R| by construction (docs/affex.md, step 4), and what is left is the 1e-6 guard and
     rounding. The paper's code drops such episodes, and an evaluation should leave them out of its means.
     """
     b = maps.shape[0]

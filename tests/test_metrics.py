@@ -1,4 +1,4 @@
-"""Metrics against literal, loop-by-loop implementations of their definitions (design.md §3)."""
+"""Metrics against literal, loop-by-loop implementations of their definitions (docs/metrics.md)."""
 import warnings
 from decimal import ROUND_HALF_UP, Decimal
 

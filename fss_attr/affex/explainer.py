@@ -1,6 +1,6 @@
 """The Affinity Explainer (AffEx): which support pixels made the query prediction.
 
-Definitions follow design.md §1; the fast backends use the identity of §2: the
+Definitions follow docs/affex.md (steps 1–5); the fast backends use its identity: the
 mean over R of each support position's normalised upsampled map is a ratio of
 two weighted column sums of P, so no H×W map is ever built.
 """
@@ -256,7 +256,7 @@ def uninformative_regions(region: torch.Tensor, query_grids) -> torch.Tensor:
     """[B] bool: episodes where R carries no information for any of the levels' query grids.
 
     With r the mean over R of the upsampled query map and c its sum over the image (the row weights of
-    design.md §2), a_j = r·P_j / (c·P_j + 1e-6). When r = c / (H·W) (R covers the image, or the query grid is
+    docs/affex.md, the identity), a_j = r·P_j / (c·P_j + 1e-6). When r = c / (H·W) (R covers the image, or the query grid is
     1×1 so every upsampled map is constant) every a_j is 1/(H·W) up to the 1e-6 guard, whatever P is. Checked
     in float64 with a relative tolerance of 1e-9.
     """
@@ -299,7 +299,8 @@ def _check_range(level, i: int, softmax: bool, pixels: int) -> None:
 
 
 def check_nonnegative_affinity(level, i: int, chunk_elements: int = 1 << 22) -> None:
-    """ValueError unless level ``i`` (LevelScores or LevelFeatures) has no negative affinity. Without softmax the affinities must be >= 0 (design.md: ReLU-cosine models): signed scores make the
+    """ValueError unless level ``i`` (LevelScores or LevelFeatures) has no negative affinity. Without softmax
+    the affinities must be >= 0 (docs/affex.md: ReLU-cosine models): signed scores make the
     column sums c·P_j cancel and a_j = (r·P_j)/(c·P_j + 1e-6) explode. LevelFeatures without relu are scored
     chunk by chunk to find out (the memory of the fast paths, one more pass of their arithmetic)."""
     if isinstance(level, LevelFeatures):

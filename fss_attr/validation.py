@@ -6,8 +6,8 @@ Every module of fss_attr checks its arguments with these functions (the compiled
 - numbers: :func:`check_positive_int` (ints with a minimum, and an optional maximum), :func:`check_positive`,
   :func:`check_nonnegative` (finite-or-not reals), :func:`check_choice` (one of a few names);
 - tensors: :func:`check_tensor` (rank, dtype family, dtype, device, finite values), :func:`check_mask` ({0, 1}
-  masks of an exact shape), :func:`check_query_support` (the [B, Q, D] / [B, M, D] feature pair of a matching
-  level and of the back-projection op);
+  masks of an exact shape); the [B, Q, D] / [B, M, D] feature pair of a matching level is checked by
+  :func:`fss_attr.ops.checks.check_query_support`, shared with the compiled ops and their fake kernels;
 - shapes and options: :func:`check_grid` ((height, width) pairs), :func:`check_top_k`, :func:`check_blur` (the
   Gaussian of AffEx's masked and signed variants).
 """
@@ -26,23 +26,40 @@ def _is_int(value) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
-def check_positive_int(name: str, value, minimum: int = 1, maximum: int | None = None, *, odd: bool = False) -> int:
-    """Check that ``value`` is an int (a Python or numpy integer, not a bool) with ``minimum <= value`` (and
-    ``value <= maximum``; and odd, with ``odd=True``); returns it as a Python int.
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None, *, odd: bool = False,
+              what: str = "") -> int:
+    """Check that ``value`` is an int (a Python or numpy integer, not a bool) within [minimum, maximum] (either
+    bound optional; and odd, with ``odd=True``); returns it as a Python int. The one int check of fss_attr
+    (:func:`check_positive_int` and the command-line :func:`option_int` call it).
 
     Messages: "{name} must be a positive int" (minimum 1, no maximum; "a positive odd int" with ``odd``),
-    "{name} must be an int >= {minimum}", or "{name} must be an int in {minimum}..{maximum}", each followed by
-    the value given.
+    "{name} must be an int >= {minimum}", "{name} must be an int <= {maximum}" or "{name} must be an int in
+    {minimum}..{maximum}", then `` ({what})`` when given, then the value given.
+
+    Raises:
+        ValueError: as above.
     """
-    ok = _is_int(value) and value >= minimum and (maximum is None or value <= maximum) and (not odd or value % 2)
+    ok = (_is_int(value) and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+          and (not odd or value % 2))
     if not ok:
         kind = "odd int" if odd else "int"
-        if maximum is not None:
-            what = f"an {kind} in {minimum}..{maximum}"
+        if minimum is not None and maximum is not None:
+            bound = f"an {kind} in {minimum}..{maximum}"
+        elif minimum == 1:
+            bound = f"a positive {kind}"
+        elif minimum is not None:
+            bound = f"an {kind} >= {minimum}"
+        elif maximum is not None:
+            bound = f"an {kind} <= {maximum}"
         else:
-            what = f"a positive {kind}" if minimum == 1 else f"an {kind} >= {minimum}"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+            bound = f"an {kind}"
+        raise ValueError(f"{name} must be {bound}{f' ({what})' if what else ''}, got {value!r}")
     return int(value)
+
+
+def check_positive_int(name: str, value, minimum: int = 1, maximum: int | None = None, *, odd: bool = False) -> int:
+    """:func:`check_int` with a lower bound (default 1: "{name} must be a positive int, got ...")."""
+    return check_int(name, value, minimum, maximum, odd=odd)
 
 
 def _real(name: str, value) -> float:
@@ -117,18 +134,6 @@ def all_finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(x).all())
 
 
-def check_query_support(query, support, *, finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check a matching's feature pair: query [B, Q, D] and support [B, M, D] floating tensors of one dtype and
-    device, with the same batch size B and feature size D (and finite values unless ``finite=False``)."""
-    check_tensor("query", query, ndim=3, floating=True, finite=finite)
-    check_tensor("support", support, ndim=3, floating=True, finite=finite, dtype=query.dtype, device=query.device)
-    if support.shape[0] != query.shape[0] or support.shape[2] != query.shape[2]:
-        raise ValueError(f"support must match query in batch size B and feature size D: got query "
-                         f"[B={query.shape[0]}, Q={query.shape[1]}, D={query.shape[2]}], support "
-                         f"[B={support.shape[0]}, M={support.shape[1]}, D={support.shape[2]}]")
-    return query, support
-
-
 def check_grid(name: str, hw) -> tuple[int, int]:
     """Check a (height, width) pair of positive ints."""
     try:
@@ -176,3 +181,92 @@ def check_mask(name: str, x, shape: tuple[int, ...], device: torch.device) -> to
             raise ValueError(f"{name} must be binary (0/1 or bool)")
         x = x != 0
     return x
+
+
+def check_level_weights(level_weights, n_levels: int, b: int, device) -> torch.Tensor:
+    """Level weights [L] or [B, L] -> [B, L] float64: finite, >= 0, with a positive sum in every episode
+    (the paper's ablation weights are |Δ logit| normalized to sum 1; a zero or signed sum has no meaning)."""
+    try:
+        w = torch.as_tensor(level_weights, dtype=torch.float64, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"level_weights must be a sequence or tensor of numbers, got {level_weights!r}") from None
+    if w.dim() == 1 and w.shape[0] == n_levels:
+        w = w.expand(b, n_levels)
+    if tuple(w.shape) != (b, n_levels):
+        raise ValueError(f"level_weights must have shape [{n_levels}] or [{b}, {n_levels}], got {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("level_weights contains NaN or infinite values")
+    if bool((w < 0).any()):
+        raise ValueError(f"level_weights must be >= 0, got a minimum of {float(w.min()):.3g}")
+    zero = (w.sum(1) <= 0).nonzero().flatten().tolist()
+    if zero:
+        raise ValueError(f"level_weights must have a positive sum in every episode; they sum to 0 in episode(s) "
+                         f"{zero}")
+    return w
+
+
+class OptionError(ValueError):
+    """A command-line option with a value it cannot take; ``fss-attr`` prints the message as one line and exits
+    with status 2 (argparse's usage-error status)."""
+
+
+def option_int(minimum: int | None = None, maximum: int | None = None, what: str = ""):
+    """An argparse ``type=`` for an int within [minimum, maximum]; ``what`` explains the bound in the error.
+
+    E.g. ``parser.add_argument("--size", type=option_int(MIN_IMAGE_SIDE, what="the backbone's smallest
+    input"))``: a bad value ends the command with exit status 2 and one line naming the option, before
+    anything is loaded or written.
+    """
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
+        try:
+            return check_int("value", value, minimum, maximum, what=what)
+        except ValueError as e:   # argparse names the option itself
+            raise argparse.ArgumentTypeError(str(e).removeprefix("value ")) from None
+
+    parse.__name__ = "int"
+    return parse
+
+
+def option_float(minimum: float | None = None, exclusive: bool = False):
+    """An argparse ``type=`` for a finite float >= minimum (> minimum when ``exclusive``)."""
+    import argparse
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or (minimum is not None and (value <= minimum if exclusive else value < minimum)):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if exclusive else '>='} {minimum}, "
+                                             f"got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def option_list(option: str, text: str, allowed) -> tuple[str, ...]:
+    """A comma-separated option value -> its names; OptionError unless it names at least one and each is in
+    ``allowed``."""
+    names = tuple(t.strip() for t in str(text).split(",") if t.strip())
+    if not names:
+        raise OptionError(f"{option} must name at least one of {', '.join(allowed)}")
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise OptionError(f"{option}: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(allowed)}")
+    return names
+
+
+def check_output_folder(option: str, path) -> None:
+    """An output folder option must not name an existing file."""
+    from pathlib import Path
+
+    if Path(path).exists() and not Path(path).is_dir():
+        raise OptionError(f"{option} {path} is a file; expected a folder")

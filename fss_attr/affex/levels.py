@@ -10,10 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from fss_attr.ops import torch_twin
-from fss_attr.validation import (check_choice, check_finite_number, check_grid, check_positive_int,
-                                 check_query_support, check_tensor)
-
-SIMILARITIES = ("dot", "cosine")
+from fss_attr.ops.checks import check_query_support, check_similarity
+from fss_attr.validation import check_finite_number, check_grid, check_positive_int, check_tensor
 
 
 @dataclass(frozen=True)
@@ -76,8 +74,10 @@ class LevelFeatures:
     relu: bool = False
 
     def __post_init__(self):
-        check_query_support(self.query, self.support)
-        check_choice("similarity", self.similarity, SIMILARITIES)
+        check_query_support(self.query, self.support)  # the check of backproject_features (and its C++ op)
+        check_tensor("query", self.query, finite=True)
+        check_tensor("support", self.support, finite=True)
+        check_similarity(self.similarity)
         check_finite_number("scale", self.scale)
         _check_layout(self.query_hw, self.support_hw, self.n_shots, self.query.shape[1], self.support.shape[1],
                       "query/support")

@@ -1,4 +1,4 @@
-"""The literal AffEx of design.md §1, steps 1–4, one upsampled map per support position.
+"""The literal AffEx of docs/affex.md, steps 1–4, one upsampled map per support position.
 
 This is the test oracle: slow and memory-hungry by design (it upsamples every
 column of P to the output size), kept independent of the fast paths. Only the
@@ -28,7 +28,7 @@ def literal_probabilities(scores: torch.Tensor, softmax: bool, top_k: int) -> to
 
 def literal_support_attribution(scores: torch.Tensor, query_hw: tuple[int, int], region: torch.Tensor,
                                 softmax: bool = True, top_k: int = 0, maps_per_chunk: int = 64) -> torch.Tensor:
-    """Steps 1–4: a [B, M], the mean over R of each support position's normalised upsampled map.
+    """Steps 1–4: a [B, M], the mean over R of each support position's normalized upsampled map.
 
     Args:
         scores: [B, Q, M] pre-softmax scores.

@@ -76,7 +76,7 @@ def backproject_features(query: torch.Tensor, support: torch.Tensor, weights: to
     """Column sums [B, 2, M] of the scores defined by features; query [B, Q, D], support [B, M, D]."""
     acc = acc_dtype(query.dtype)
     query, support, weights = query.to(acc), support.to(acc), weights.to(acc)
-    if similarity == "cosine":  # normalise once, not per chunk
+    if similarity == "cosine":  # normalize once, not per chunk
         query = F.normalize(query, dim=-1, eps=COSINE_EPS)
         support = F.normalize(support, dim=-1, eps=COSINE_EPS)
         similarity = "dot"

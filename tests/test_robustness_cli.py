@@ -36,7 +36,7 @@ def test_size_below_the_backbone_minimum(command, capsys, tmp_path):
     (["sat", "--classes", " , "], ["--classes must name at least one of"]),
     (["sat", "--classes", "cat,dog"], ["--classes: unknown 'dog'; choose from"]),
     (["sat", "--explainers", ""], ["--explainers must name at least one of gradcam, saliency"]),
-    (["sat", "--train-per-class", "0"], ["--train-per-class", ">= 1"]),
+    (["sat", "--train-per-class", "0"], ["--train-per-class", "must be a positive int"]),
     (["sat", "--threads", "-2"], ["--threads", ">= 0"]),
     (["rcn", "train", "--root", "."], ["--root does not apply to --data controlled"]),
     (["rcn", "train", "--data", "miniimagenet"], ["--data miniimagenet needs --root"]),
@@ -44,7 +44,7 @@ def test_size_below_the_backbone_minimum(command, capsys, tmp_path):
     (["rcn", "train", "--lr", "0"], ["--lr", "must be a finite number > 0.0"]),
     (["rcn", "train", "--lr", "nan"], ["--lr", "must be a finite number > 0.0"]),
     (["rcn", "train", "--way", "1"], ["--way", ">= 2"]),
-    (["rcn", "train", "--shots", "1", "0"], ["--shots", ">= 1"]),
+    (["rcn", "train", "--shots", "1", "0"], ["--shots", "must be a positive int"]),
     (["rcn", "evaluate", "--weights", "absent.pt"], ["--weights absent.pt does not exist"]),
     (["rcn", "explain", "--weights", "absent.pt", "--query", "-1"], ["--query", ">= 0"]),
 ])

@@ -11,7 +11,7 @@ import fss_attr.ops
 from fss_attr import AffinityExplainer, LevelScores
 print("backends", fss_attr.available_backends())
 lv = LevelScores(torch.randn(1, 4, 8), (2, 2), (2, 2), 2)
-r = torch.ones(1, 8, 8, dtype=torch.bool)
+r = torch.zeros(1, 8, 8, dtype=torch.bool); r[:, :3, :5] = True    # a region that is not the whole image
 print("max", float(AffinityExplainer().explain_levels([lv], r, None).max()))
 """
 

@@ -23,6 +23,46 @@ VARIANTS = ("unmasked", "masked", "signed")
 NORM_EPS = 1e-6
 
 
+class ExplanationCache:
+    """What AffEx explanations of one episode share, for :meth:`AffinityExplainer.explain` (``cache=``) and
+    :meth:`AffinityExplainer.explain_variants`: the model's state and logits (one encode), the ablation
+    weights per region, the weighted level maps E per (region, weights, softmax, top-k, backend) and the
+    blurred support masks.
+
+    Keyed on the episode and the model by identity: bound to the first (model, episode) it is used with, it
+    empties itself when used with another, so a loop may pass one fresh cache per episode (or keep one).
+    ``encodes`` counts the encodes it ran.
+    """
+
+    def __init__(self):
+        self.episode = None
+        self.model = None
+        self.encodes = 0
+        self.clear()
+
+    def clear(self) -> None:
+        self.state = None
+        self.blurred: dict = {}
+        self._entries: list = []
+
+    def bind(self, model, episode) -> None:
+        if self.model is not model or self.episode is not episode:
+            self.clear()
+            self.model, self.episode = model, episode
+
+    def lookup(self, key, region: torch.Tensor, weights: torch.Tensor | None = None):
+        for k, r, w, value in self._entries:
+            if k == key and r.shape == region.shape and torch.equal(r, region) and (
+                    (w is None and weights is None) or (w is not None and weights is not None
+                                                        and w.shape == weights.shape and torch.equal(w, weights))):
+                return value
+        return None
+
+    def store(self, key, region: torch.Tensor, value, weights: torch.Tensor | None = None):
+        self._entries.append((key, region, weights, value))
+        return value
+
+
 def support_column_sums(support_hw: tuple[int, int], out_size: tuple[int, int], device=None) -> torch.Tensor:
     """[hs·ws] float64: the sum over the H×W output of each support position's bilinear upsampling weight."""
     wh = linear_interp_matrix(out_size[0], support_hw[0], device=device)
@@ -128,16 +168,28 @@ class AffinityExplainer:
                 raise ValueError(f"variant {self.variant!r} needs support_masks [B, N, H, W]")
             support_masks = check_mask("support_masks", support_masks, (b, n, *out_size), levels[0].device)
         weights = self._level_weights(level_weights, len(levels), b, levels[0].device)
+        return self._finish(self._total(levels, region, weights, out_size), self.variant, support_masks)
+
+    def _total(self, levels, region, weights, out_size) -> torch.Tensor:
+        """E = Σ_l w_l A_l [B, N, H, W] float64 of checked inputs (weights [B, L] float64)."""
+        b = levels[0].batch_size
         backend = ops.resolve_backend(self.backend, levels[0].device)
         if backend == "literal":  # step 5 and the sum exactly as written: one upsampled map per level
             maps = self.level_maps(levels, region, out_size)
-            total = sum(weights[:, i].view(b, 1, 1, 1) * m.to(torch.float64) for i, m in enumerate(maps))
-        else:
-            total = self._weighted_sum_of_level_maps(levels, region, weights, out_size, backend)
-        if self.variant == "unmasked":
+            return sum(weights[:, i].view(b, 1, 1, 1) * m.to(torch.float64) for i, m in enumerate(maps))
+        return self._weighted_sum_of_level_maps(levels, region, weights, out_size, backend)
+
+    def _finish(self, total: torch.Tensor, variant: str, support_masks: torch.Tensor | None,
+                blurred: dict | None = None) -> torch.Tensor:
+        """The variant's map [B, N, H, W] float32 from E (``blurred``: a dict sharing G(M_s) between variants)."""
+        if variant == "unmasked":
             return minmax(total, torch.float32)
-        g = gaussian_blur(support_masks.to(torch.float32), self.blur_kernel, self.blur_sigma).to(torch.float64)
-        explanation = minmax(total).mul_(g if self.variant == "masked" else g.mul_(2).sub_(1))
+        g = None if blurred is None else blurred.get("g")
+        if g is None:
+            g = gaussian_blur(support_masks.to(torch.float32), self.blur_kernel, self.blur_sigma).to(torch.float64)
+            if blurred is not None:
+                blurred["g"] = g
+        explanation = minmax(total).mul_(g if variant == "masked" else g.mul(2).sub_(1))
         return minmax(explanation, torch.float32)
 
     def _weighted_sum_of_level_maps(self, levels, region, weights, out_size, backend) -> torch.Tensor:
@@ -163,7 +215,8 @@ class AffinityExplainer:
     __call__ = explain_levels
 
     @torch.no_grad()
-    def explain(self, adapter, episode, region="logits", level_weights="ablation") -> Explanation:
+    def explain(self, adapter, episode, region="logits", level_weights="ablation",
+                cache: "ExplanationCache | None" = None) -> Explanation:
         """Explain a model's prediction on an episode.
 
         Args:
@@ -172,7 +225,12 @@ class AffinityExplainer:
             region: "logits" (the predicted query foreground, default), "gt" (episode.query_mask), "all",
                 or a [B, H, W] bool tensor.
             level_weights: "ablation" (the paper's layer-ablation weights), "uniform", or [L] / [B, L].
+            cache: an :class:`ExplanationCache` shared by the explainers of one episode (e.g. the three AffEx
+                variants): the encode, the decode, the ablation weights and the weighted level maps are computed
+                once; the same maps as without it.
         """
+        if cache is not None:
+            return self.explain_variants(adapter, episode, (self.variant,), region, level_weights, cache)[self.variant]
         state = adapter.encode(episode)
         logits = adapter.decode(state)
         r = resolve_region(region, logits, episode.query_mask)
@@ -190,6 +248,53 @@ class AffinityExplainer:
         n_levels = adapter.n_levels
         used = self._level_weights(weights, n_levels, episode.batch_size, logits.device)
         return Explanation(maps, logits, logits.argmax(1) == 1, r, used)
+
+    @torch.no_grad()
+    def explain_variants(self, adapter, episode, variants: Sequence[str] = VARIANTS, region="logits",
+                         level_weights="ablation", cache: "ExplanationCache | None" = None) -> dict[str, Explanation]:
+        """Several variants of :meth:`explain` from one encode, one set of ablation decodes and one set of
+        level maps (the variants differ only in the mask weighting of E): {variant: Explanation}, each equal to
+        ``AffinityExplainer(variant, <this explainer's other settings>).explain(adapter, episode, ...)``.
+
+        ``cache`` (an :class:`ExplanationCache`) carries that work across calls on the same episode and model.
+        """
+        variants = tuple(dict.fromkeys(variants))
+        for v in variants:
+            if v not in VARIANTS:
+                raise ValueError(f"variant must be one of {VARIANTS}, got {v!r}")
+        cache = ExplanationCache() if cache is None else cache
+        cache.bind(adapter, episode)
+        if cache.state is None:
+            state = adapter.encode(episode)
+            cache.encodes += 1
+            cache.state = (state, adapter.decode(state))
+        state, logits = cache.state
+        r = resolve_region(region, logits, episode.query_mask)
+        if isinstance(level_weights, str):
+            if level_weights == "ablation":
+                weights = cache.lookup("weights", r)
+                if weights is None:
+                    weights = cache.store("weights", r, adapter.level_weights(state, r, logits))
+            elif level_weights == "uniform":
+                weights = None
+            else:
+                raise ValueError(f"level_weights must be 'ablation', 'uniform' or a tensor, got {level_weights!r}")
+        else:
+            weights = level_weights
+        b = episode.batch_size
+        used = self._level_weights(weights, adapter.n_levels, b, logits.device)
+        key = ("total", self.softmax, self.top_k, ops.resolve_backend(self.backend, logits.device))
+        total = cache.lookup(key, r, used)
+        if total is None:
+            levels, r_checked, out_size = self._check(list(adapter.levels(state)), r, None, episode.image_size)
+            total = cache.store(key, r, self._total(levels, r_checked, used, out_size), used)
+        masks = None
+        if any(v != "unmasked" for v in variants):
+            masks = check_mask("support_masks", episode.support_masks, tuple(total.shape), total.device)
+        blurred = cache.blurred.setdefault((self.blur_kernel, float(self.blur_sigma)), {})
+        prediction = logits.argmax(1) == 1
+        return {v: Explanation(self._finish(total, v, masks, blurred), logits, prediction, r, used)
+                for v in variants}
 
     def _check(self, levels, region, support_masks, out_size):
         if isinstance(levels, (LevelScores, LevelFeatures)):

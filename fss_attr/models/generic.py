@@ -92,7 +92,7 @@ class FeatureMatcher(MatchingAdapter):
             c, h, w = fs.shape[1:]
             q = fq.flatten(2).transpose(1, 2)                                                # [B, Q, C]
             s = fs.reshape(b, n, c, h * w).permute(0, 1, 3, 2).reshape(b, n * h * w, c)       # [B, M, C]
-            m = F.interpolate(episode.support_masks.flatten(0, 1)[:, None].float(), size=(h, w), mode="area")
+            m = F.interpolate(episode.support_masks.flatten(0, 1)[:, None].to(fs.dtype), size=(h, w), mode="area")
             levels.append(_Level(q.contiguous(), s.contiguous(), m.view(b, n * h * w), (h, w)))
         return MatcherState(levels, n, episode.image_size)
 

@@ -4,6 +4,17 @@ An adapter splits the model into ``encode`` (backbone and matching, once per epi
 part after the matching, cheap to re-run), and exposes each level's matching as a LevelScores or
 LevelFeatures. The paper's level weights (design.md §1) then come from re-running ``decode`` with one
 level's contribution zeroed.
+
+Speed (optional parts of the protocol, each with a default that is always right):
+
+- ``iter_ablations`` / ``decode_ablations``: the L ablated decodes. The default joins the ablated states of
+  :meth:`MatchingAdapter.ablated_state` (when an adapter implements it) along the batch and decodes them in
+  chunks of ``ablation_batch_size`` batch elements; without that hook it runs one ``decode(state, l)`` per
+  level. DCAMA, HSNet/DMTNet and FeatureMatcher override it with exact fast paths (what the ablation does not
+  change is computed once; the first layer after the matching is linear in the zeroed channel).
+  ``level_weights`` reads it; ``sequential_level_weights`` is the per-level reference.
+- ``query_features`` / ``forward_with_query``: the query's part of the encode, computed once and reused for
+  many support sets (the perturbation metrics change only the support).
 """
 from __future__ import annotations
 

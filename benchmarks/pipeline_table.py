@@ -119,7 +119,14 @@ def main() -> int:
     ap.add_argument("--lite-shots", type=int, default=5)
     ap.add_argument("--lite-size", type=int, default=128)
     args = ap.parse_args()
-    rows = []
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print("| measurement | time |")
+    print("| --- | --- |", flush=True)
+
+    def show(rows):
+        for name, value in rows:
+            print(f"| {name} | {value} |", flush=True)
+
     shots = [int(s) for s in args.shots.split(",") if s.strip()]
     if shots:
         from fss_attr.models import DCAMA
@@ -127,15 +134,10 @@ def main() -> int:
         torch.manual_seed(0)
         model = DCAMA("swin_b").eval()
         for n in shots:
-            rows += dcama_rows(n, model)
+            show(dcama_rows(n, model))
         del model
     if args.lite_episodes > 0:
-        rows += lite_rows(args.lite_episodes, args.lite_shots, args.lite_size)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| measurement | time |")
-    print("| --- | --- |")
-    for name, value in rows:
-        print(f"| {name} | {value} |")
+        show(lite_rows(args.lite_episodes, args.lite_shots, args.lite_size))
     return 0
 
 

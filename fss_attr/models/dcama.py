@@ -220,7 +220,8 @@ class DCAMA(MatchingAdapter):
           stride-8 levels;
         - ``mixer1``'s first convolution reads the upsampled mix and the query/support skip features, which no
           ablation changes: their contribution (plus the bias) is computed once, and each ablation convolves
-          only the 128 mix channels (of 128 + 2·C8 + 2·C4).
+          only the 128 mix channels (of 128 + 2·C8 + 2·C4);
+        - the decoder after the stride-8 mix runs in channels-last memory format (faster convolutions on CPU).
         """
         levels = list(range(self.n_levels)) if levels is None else [int(l) for l in levels]
         for l in levels:
@@ -240,7 +241,9 @@ class DCAMA(MatchingAdapter):
         mixer = head.mixer1[0]
         w3 = head.conv5[-2].num_channels                       # the mix channels (GroupNorm width)
         side8 = (2 * q8.shape[-2], 2 * q8.shape[-1])
+        cl = torch.channels_last        # the convolutions at strides 4, 2, 1 run 1.2-1.9× faster in NHWC on CPU
         skips = torch.cat((dcama_blocks.upsample(torch.cat((q8, s8), 1), side8), q4, s4), dim=1)
+        skips = skips.contiguous(memory_format=cl)
         skip_part = F.conv2d(skips, mixer.weight[:, w3:], mixer.bias, mixer.stride, mixer.padding)
         del skips
         w_mix = mixer.weight[:, :w3]
@@ -275,7 +278,7 @@ class DCAMA(MatchingAdapter):
             mix4s = torch.cat([mix4.get(l, mix4_full) for l in chunk])
             m8s = torch.cat([abl[0].get(l, m8) for l in chunk])
             mix = head.conv5(dcama_blocks.upsample(mix4s, m8.shape[-2:]) + m8s)
-            mix = dcama_blocks.upsample(mix, side8)
+            mix = dcama_blocks.upsample(mix, side8).contiguous(memory_format=cl)
             out = F.conv2d(mix, w_mix, None, mixer.stride, mixer.padding)
             out = (out.view(k, b, *out.shape[1:]) + skip_part).flatten(0, 1)
             out = head.mixer1[1:](out)
@@ -283,7 +286,7 @@ class DCAMA(MatchingAdapter):
             logits = head.mixer3(dcama_blocks.upsample(out, (2 * out.shape[-2], 2 * out.shape[-1])))
             if tuple(logits.shape[-2:]) != tuple(state.image_size):
                 logits = F.interpolate(logits, size=state.image_size, mode="bilinear", align_corners=True)
-            yield chunk, logits.view(k, b, *logits.shape[1:])
+            yield chunk, logits.contiguous().view(k, b, *logits.shape[1:])
 
     def _check_ablate_level(self, ablate_level) -> None:
         n = self.n_levels

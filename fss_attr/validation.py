@@ -67,3 +67,18 @@ def check_mask(name: str, x, shape: tuple[int, ...], device: torch.device) -> to
             raise ValueError(f"{name} must be binary (0/1 or bool)")
         x = x != 0
     return x
+
+
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An int (not a bool) within [minimum, maximum] (either bound optional); returns it.
+
+    Raises:
+        ValueError: naming ``name``, the value and the allowed range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        lo = "" if minimum is None else f">= {minimum}"
+        hi = "" if maximum is None else f"<= {maximum}"
+        raise ValueError(f"{name} must be {' and '.join(x for x in (lo, hi) if x)}, got {value!r}")
+    return value

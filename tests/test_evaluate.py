@@ -7,9 +7,10 @@ import torch
 
 from fss_attr.baselines import make_explainer
 from fss_attr.cli import main
-from fss_attr.commands.evaluate import load_model, run_evaluation
+from fss_attr.commands.evaluate import load_model
+from fss_attr.evaluation import EvaluationConfig, evaluate_episodes, row_fields
+from fss_attr.evaluation.report import build_summary, markdown_table, summarise, write_report
 from fss_attr.metrics import evaluate
-from fss_attr.evaluation.report import markdown_table, summarise
 from tests.test_metrics_batched import CountingModel
 from tests.test_metrics_models import ConvMatcher, blob_episode
 
@@ -24,9 +25,12 @@ def test_run_evaluation_writes_what_the_metrics_give(gen, tmp_path):
     names = ("affex-masked", "saliency", "random")
     explainers = {n: make_explainer(n, **({"backend": "torch"} if n.startswith("affex") else {})) for n in names}
     metric_model = CountingModel(model)
-    summary = run_evaluation(model, iter(episodes), explainers, METRICS, tmp_path, n_episodes=3, steps=10,
-                             infidelity_perturbations=2, progress=False, config={"model": "ConvMatcher"},
-                             metric_adapter=metric_model)
+    config = EvaluationConfig(metrics=METRICS, steps=10, infidelity_perturbations=2)
+    results = list(evaluate_episodes(model, iter(episodes), explainers, config, metric_model=metric_model))
+    rows = [row for r in results for row in r.rows]
+    curves = {(r.index, n): c for r in results for n, c in r.curves.items()}
+    summary = build_summary(rows, config.all_metrics(), {"model": "ConvMatcher"}, expected_episodes=3)
+    write_report(tmp_path, rows, curves, summary, row_fields(config.all_metrics()))
     assert metric_model.seen > 0      # the metrics ran on metric_adapter
     with open(tmp_path / "episodes.csv") as f:
         rows = list(csv.DictReader(f))

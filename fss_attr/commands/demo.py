@@ -26,7 +26,7 @@ def run(args) -> int:
     from fss_attr.metrics.localisation import pointing_game, relevance_mass
     from fss_attr.models.lite_matcher import LiteMatcher
     from fss_attr.ops import resolve_backend
-    from fss_attr.viz import plot_explanations
+    from fss_attr.viz import plot_explanations, signed_evidence
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,10 @@ def run(args) -> int:
         scores[variant] = {"relevance_mass_in_evidence": float(relevance_mass(ex.maps, episode.support_evidence)[0]),
                            "pointing_game_hit": bool(pointing_game(ex.maps, episode.support_evidence)[0])}
     evidence_share = float(episode.support_evidence.sum() / episode.support_evidence[0].numel())
-    figure = plot_explanations(episode, explanations, out / "figure.png",
+    explainer = AffinityExplainer("signed", backend=backend)
+    signed = {"signed": signed_evidence(explanations["unmasked"].maps, episode.support_masks, explainer.blur_kernel,
+                                        explainer.blur_sigma)}
+    figure = plot_explanations(episode, explanations, out / "figure.png", signed=signed,
                                title=f"LiteMatcher, class '{episode.meta['class_name']}', {args.shots}-shot, "
                                      f"query IoU {iou:.2f}, AffEx on {backend}")
     report = {"class_name": episode.meta["class_name"], "seed": args.seed, "shots": args.shots,

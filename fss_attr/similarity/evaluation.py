@@ -70,14 +70,16 @@ TRIPLET = "gradient attention (triplet)"
 
 
 def pair_maps(model, xa: torch.Tensor, xp: torch.Tensor, xn: torch.Tensor | None = None,
-              similarity_kind: str = "cosine") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+              similarity_kind: str = "cosine", whole_triplet: bool = False
+              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Every method's maps of the pairs (xa[b], xp[b]), xa, xp [B, 3, H, W]: the explainers of
     :func:`~fss_attr.similarity.explainers.default_methods` and, given the negatives xn, the triplet form of
     gradient attention (its anchor and positive maps).
 
     Returns:
         (maps: name -> [B, 2, H, W] float32 (the anchor's map, the positive's), scores: name -> [B] the explained
-        score: s(xa, xp), or wᵀe_a for the triplet form).
+        score: s(xa, xp), or wᵀe_a for the triplet form). With ``whole_triplet`` the triplet form keeps all
+        three: maps [B, 3, H, W] (anchor, positive, negative) and scores [B, 3] (wᵀe of each image).
     """
     maps, scores = {}, {}
     for name, method in default_methods(similarity_kind).items():
@@ -85,7 +87,7 @@ def pair_maps(model, xa: torch.Tensor, xp: torch.Tensor, xn: torch.Tensor | None
         maps[name], scores[name] = ex.maps, ex.scores
     if xn is not None:
         ex = GradientAttention(form="triplet").explain_triplets(model, xa, xp, xn)
-        maps[TRIPLET], scores[TRIPLET] = ex.maps[:, :2], ex.scores[:, 0]
+        maps[TRIPLET], scores[TRIPLET] = (ex.maps, ex.scores) if whole_triplet else (ex.maps[:, :2], ex.scores[:, 0])
     return maps, scores
 
 

@@ -131,6 +131,20 @@ def render_class_image(name: str, seed: int, size: tuple[int, int] = (84, 84)) -
     return np.ascontiguousarray(canvas), np.ascontiguousarray(obj)
 
 
+CACHE_ENV = "FSS_ATTR_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """The documented cache folder of rendered controlled pools: ``$FSS_ATTR_CACHE/controlled_pools`` when that
+    variable is set, else ``$XDG_CACHE_HOME/fss_attr/controlled_pools`` (``~/.cache/fss_attr/controlled_pools``
+    when XDG_CACHE_HOME is unset). Nothing is created here; :func:`controlled_pool` creates it when it writes."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root).expanduser() / "controlled_pools"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "fss_attr" / "controlled_pools"
+
+
 def controlled_pool(split: str, images_per_class: int = 300, size: tuple[int, int] = (84, 84), seed: int = 0,
                     cache_dir: str | Path | None = None, progress: bool = True) -> ArrayPool:
     """An :class:`~fss_attr.data.classification.pool.ArrayPool` of the classes of ``split``, ``images_per_class`` each.

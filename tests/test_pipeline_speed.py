@@ -247,3 +247,21 @@ def test_metrics_unchanged_with_the_query_reused(name):
                 assert rel_err(got[m], want[m]) < 1e-9, m
             else:
                 assert torch.equal(got[m], want[m]), m
+
+
+def test_evaluation_loop_encodes_each_episode_once_for_the_three_variants():
+    """fss_attr.evaluation.evaluate_episodes passes a per-episode dict as ``cache``: AffEx keeps its
+    ExplanationCache there, so the three variants of an episode share one encode."""
+    from fss_attr.evaluation import EvaluationConfig, evaluate_episodes
+
+    model, size = get("feature-matcher")
+    episodes = [episode(1, 2, size, seed=s) for s in (7, 8)]
+    explainers = {f"affex-{v}": AffinityExplainer(v, blur_kernel=9) for v in VARIANTS}
+    calls = counting_encodes(model)
+    try:
+        config = EvaluationConfig(metrics=("miou", "miouloss@5%"), region="gt")
+        results = list(evaluate_episodes(model, episodes, explainers, config))
+    finally:
+        del model.encode
+    assert len(calls) == len(episodes) and len(results) == len(episodes)
+    assert all(len(r.rows) == len(VARIANTS) for r in results)

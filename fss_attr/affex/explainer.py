@@ -40,6 +40,18 @@ class ExplanationCache:
         self.encodes = 0
         self.clear()
 
+    @classmethod
+    def of(cls, cache) -> "ExplanationCache":
+        """``cache`` itself; a new one for None; for a plain dict (the per-episode dict an evaluation loop shares
+        between its explainers), the ExplanationCache kept in it under ``"fss_attr.affex"``."""
+        if cache is None:
+            return cls()
+        if isinstance(cache, cls):
+            return cache
+        if isinstance(cache, dict):
+            return cache.setdefault("fss_attr.affex", cls())
+        raise TypeError(f"cache must be an ExplanationCache, a dict or None, got {type(cache).__name__}")
+
     def clear(self) -> None:
         self.state = None
         self.blurred: dict = {}
@@ -225,9 +237,9 @@ class AffinityExplainer:
             region: "logits" (the predicted query foreground, default), "gt" (episode.query_mask), "all",
                 or a [B, H, W] bool tensor.
             level_weights: "ablation" (the paper's layer-ablation weights), "uniform", or [L] / [B, L].
-            cache: an :class:`ExplanationCache` shared by the explainers of one episode (e.g. the three AffEx
-                variants): the encode, the decode, the ablation weights and the weighted level maps are computed
-                once; the same maps as without it.
+            cache: an :class:`ExplanationCache` (or a dict, holding one) shared by the explainers of one
+                episode (e.g. the three AffEx variants): the encode, the decode, the ablation weights and the
+                weighted level maps are computed once; the same maps as without it.
         """
         if cache is not None:
             return self.explain_variants(adapter, episode, (self.variant,), region, level_weights, cache)[self.variant]
@@ -256,13 +268,14 @@ class AffinityExplainer:
         level maps (the variants differ only in the mask weighting of E): {variant: Explanation}, each equal to
         ``AffinityExplainer(variant, <this explainer's other settings>).explain(adapter, episode, ...)``.
 
-        ``cache`` (an :class:`ExplanationCache`) carries that work across calls on the same episode and model.
+        ``cache`` (an :class:`ExplanationCache`, or a dict holding one: :meth:`ExplanationCache.of`) carries that
+        work across calls on the same episode and model.
         """
         variants = tuple(dict.fromkeys(variants))
         for v in variants:
             if v not in VARIANTS:
                 raise ValueError(f"variant must be one of {VARIANTS}, got {v!r}")
-        cache = ExplanationCache() if cache is None else cache
+        cache = ExplanationCache.of(cache)
         cache.bind(adapter, episode)
         if cache.state is None:
             state = adapter.encode(episode)

@@ -9,7 +9,8 @@
 #   .venv/.fss_attr-build          hash of setup.py, pyproject.toml, csrc/, the requirements stamp and the build
 #                                  switches (FSS_ATTR_*, CUDA_HOME, TORCH_CUDA_ARCH_LIST, MAX_JOBS excluded);
 #                                  the build runs when it changes or when fss_attr._C of this tree fails to import
-# FSS_ATTR_FORCE_SETUP=1 ignores both stamps.
+# FSS_ATTR_FORCE_SETUP=1 ignores both stamps. `python -m fss_attr.info` (a few seconds: it times every backend)
+# runs when pip or the build ran, or with FSS_ATTR_SETUP_INFO=1.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
@@ -20,6 +21,7 @@ fi
 
 _fss_hash() { sha256sum | cut -d' ' -f1; }
 _fss_force=${FSS_ATTR_FORCE_SETUP:-0}
+_fss_info=${FSS_ATTR_SETUP_INFO:-0}
 
 _fss_req=$( { cat requirements.txt; python -c 'import sys; print(sys.version)'; } | _fss_hash)
 if [ "$_fss_force" = 1 ] || [ "$(cat .venv/.fss_attr-requirements 2>/dev/null)" != "$_fss_req" ]; then
@@ -27,6 +29,7 @@ if [ "$_fss_force" = 1 ] || [ "$(cat .venv/.fss_attr-requirements 2>/dev/null)" 
     python -m pip install -q --upgrade pip
     python -m pip install -q -r requirements.txt
     echo "$_fss_req" > .venv/.fss_attr-requirements
+    _fss_info=1
 else
     echo "setup_env: requirements unchanged, pip skipped"
 fi
@@ -48,9 +51,14 @@ if [ "$_fss_force" = 1 ] || [ "$(cat .venv/.fss_attr-build 2>/dev/null)" != "$_f
     rm -f .venv/.fss_attr-build
     python -m pip install -q --no-build-isolation --no-deps -e .
     echo "$_fss_build" > .venv/.fss_attr-build
+    _fss_info=1
 else
     echo "setup_env: setup.py, pyproject.toml and csrc/ unchanged and fss_attr._C imports, build skipped"
 fi
+if [ "$_fss_info" = 1 ]; then
+    python -m fss_attr.info
+else
+    echo "setup_env: environment unchanged (FSS_ATTR_SETUP_INFO=1 prints python -m fss_attr.info)"
+fi
 unset -f _fss_hash _fss_ext_ok
-unset _fss_force _fss_req _fss_build
-python -m fss_attr.info
+unset _fss_force _fss_info _fss_req _fss_build

@@ -1,4 +1,8 @@
 // Shared, header-only helpers of the fss_attr kernels (no CUDA code here).
+//
+// The argument checks below raise c10::Error (Python RuntimeError) with the messages that the Python wrappers
+// and the fake kernels raise too (fss_attr/ops/checks.py builds the same text): a bad input gives the same
+// message whether it reaches a wrapper, the raw op or a traced graph. Keep the two files in step.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -19,7 +23,12 @@ inline void check_floating(const at::Tensor& t, const char* name) {
 }
 
 inline void check_rank(const at::Tensor& t, int64_t rank, const char* name, const char* layout) {
-  TORCH_CHECK(t.dim() == rank, name, " must be ", layout, " (", rank, " dimensions), got shape ", t.sizes());
+  TORCH_CHECK(t.dim() == rank, name, " must be ", layout, " (", rank, " dimensions), got shape ", t.sym_sizes());
+}
+
+inline void check_same_dtype(const at::Tensor& support, const at::Tensor& query) {
+  TORCH_CHECK(support.scalar_type() == query.scalar_type(), "support must have the dtype of query (",
+              query.scalar_type(), "), got ", support.scalar_type());
 }
 
 inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const char* name_a, const char* name_b) {
@@ -28,13 +37,36 @@ inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const ch
 }
 
 inline void check_top_k(int64_t top_k) {
-  TORCH_CHECK(top_k >= 0, "top_k must be >= 0 (0 turns top-k off), got ", top_k);
+  TORCH_CHECK(top_k >= 0, "top_k must be an int >= 0 (0 turns top-k off), got ", top_k);
 }
 
 inline bool is_cosine(const std::string& similarity) {
   TORCH_CHECK(similarity == "dot" || similarity == "cosine", "similarity must be 'dot' or 'cosine', got '",
               similarity, "'");
   return similarity == "cosine";
+}
+
+// The kernel-version argument of the back-projection ops: 0 lets the kernel choose; 1..last name one version
+// (docs/ops.md, "Kernel versions"). `device` is "CPU" or "CUDA".
+inline void check_version(int64_t version, int64_t last, const char* op, const char* device) {
+  TORCH_CHECK(version >= 0 && version <= last, "version must be 0 (auto) or 1..", last, " for ", op, " on ", device,
+              ", got ", version);
+}
+
+// query [B, Q, D] and support [B, M, D] (the features op), or query [B, C, Hq, Wq] and support [B, N, C, Hs, Ws]
+// (correlation): the batch size and the feature size must agree. Symbolic sizes are fine (correlation is
+// composite, so it runs on fake tensors while tracing).
+inline void check_query_support_features(const at::Tensor& query, const at::Tensor& support) {
+  TORCH_SYM_CHECK(support.sym_size(0).sym_eq(query.sym_size(0)), "support has batch size ", support.sym_size(0),
+                  ", query has ", query.sym_size(0), ": support [B, M, D] must match query [B, Q, D] in B and D");
+  TORCH_SYM_CHECK(support.sym_size(2).sym_eq(query.sym_size(2)), "support has feature size D=", support.sym_size(2),
+                  ", query has D=", query.sym_size(2), ": support [B, M, D] must match query [B, Q, D] in B and D");
+}
+
+inline void check_query_support_grids(const at::Tensor& query, const at::Tensor& support) {
+  TORCH_SYM_CHECK(support.sym_size(0).sym_eq(query.sym_size(0)).sym_and(support.sym_size(2).sym_eq(query.sym_size(1))),
+                  "support [B, N, C, Hs, Ws] must match query [B, C, Hq, Wq] in B and C: got query ",
+                  query.sym_sizes(), ", support ", support.sym_sizes());
 }
 
 // Checks shared by both back-projection ops: weights [B, 2, Q] of the accumulation dtype.
@@ -44,18 +76,16 @@ inline void check_weights(const at::Tensor& weights, int64_t b, int64_t q, at::S
               ", 2, ", q, "], got ", weights.sizes());
   TORCH_CHECK(weights.scalar_type() == acc, "weights must have dtype ", acc, " (the accumulation dtype), got ",
               weights.scalar_type());
-  check_same_device(weights, ref, "weights", "the scores/features");
-  TORCH_CHECK(weights.is_contiguous(), "weights must be contiguous");
+  check_same_device(weights, ref, "weights", "scores/query");
 }
 
-// Checks of backproject_scores' inputs; `device` is "CPU" or "CUDA", the kernel's device type.
+// Checks of backproject_scores' inputs; `device` is the kernel's device type.
 inline void check_scores_inputs(const at::Tensor& scores, const at::Tensor& weights, int64_t top_k,
                                 at::DeviceType device) {
   check_rank(scores, 3, "scores", "[B, Q, M]");
   check_floating(scores, "scores");
   TORCH_CHECK(scores.device().type() == device, "scores must be a ", device, " tensor for this kernel, got ",
               scores.device());
-  TORCH_CHECK(scores.is_contiguous(), "scores must be contiguous");
   check_top_k(top_k);
   check_weights(weights, scores.size(0), scores.size(1), acc_type_of(scores.scalar_type()), scores);
 }
@@ -66,19 +96,15 @@ inline bool check_features_inputs(const at::Tensor& query, const at::Tensor& sup
   check_rank(query, 3, "query", "[B, Q, D]");
   check_rank(support, 3, "support", "[B, M, D]");
   check_floating(query, "query");
-  TORCH_CHECK(support.scalar_type() == query.scalar_type(), "support must have the dtype of query (",
-              query.scalar_type(), "), got ", support.scalar_type());
+  check_same_dtype(support, query);
   TORCH_CHECK(query.device().type() == device, "query must be a ", device, " tensor for this kernel, got ",
               query.device());
   check_same_device(query, support, "query", "support");
-  TORCH_CHECK(query.is_contiguous() && support.is_contiguous(), "query and support must be contiguous");
-  TORCH_CHECK(support.size(0) == query.size(0), "support has batch size ", support.size(0), ", query has ",
-              query.size(0));
-  TORCH_CHECK(support.size(2) == query.size(2), "support has feature size D=", support.size(2), ", query has D=",
-              query.size(2));
+  check_query_support_features(query, support);
+  const bool cosine = is_cosine(similarity);
   check_top_k(top_k);
   check_weights(weights, query.size(0), query.size(1), acc_type_of(query.scalar_type()), query);
-  return is_cosine(similarity);
+  return cosine;
 }
 
 // x / max(||x||, 1e-8) along the last dimension (the cosine normalisation of docs/ops.md).

@@ -1,16 +1,15 @@
 // The fss_attr extension: the op schemas (TORCH_LIBRARY, once, here) and the pybind11 module fss_attr._C.
-// Kernels register per backend in csrc/cpu/*.cpp and csrc/cuda/*.cu. Semantics: docs/ops.md.
+// Kernels register per backend in csrc/cpu/*.cpp and csrc/cuda/*.cu (correlation: once, composite). Semantics: docs/ops.md.
 #include <torch/library.h>
 
 TORCH_LIBRARY(fss_attr, m) {
-  m.def("backproject_scores(Tensor scores, Tensor weights, bool softmax, int top_k) -> Tensor");
+  // `version`: 0 lets the kernel choose; 1, 2, ... run one kernel version (docs/ops.md, "Kernel versions").
+  m.def("backproject_scores(Tensor scores, Tensor weights, bool softmax, int top_k, int version=0) -> Tensor");
   m.def(
       "backproject_features(Tensor query, Tensor support, Tensor weights, str similarity, float scale, bool relu, "
-      "bool softmax, int top_k) -> Tensor");
+      "bool softmax, int top_k, int version=0) -> Tensor");
+  // One CompositeImplicitAutograd kernel (csrc/correlation.cpp): every device, autograd from ATen.
   m.def("correlation(Tensor query, Tensor support, str similarity, bool relu, int top_k) -> Tensor");
-  m.def(
-      "correlation_backward(Tensor grad, Tensor query, Tensor support, str similarity, bool relu, int top_k) "
-      "-> (Tensor, Tensor)");
 }
 
 #ifndef FSS_ATTR_NO_PYTHON

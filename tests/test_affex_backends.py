@@ -1,4 +1,4 @@
-"""Every backend of AffinityExplainer against the literal definition (design.md §1)."""
+"""Every backend of AffinityExplainer against the literal definition (docs/affex.md)."""
 import math
 
 import pytest

@@ -8,7 +8,7 @@ from fss_attr.affex.interp import row_weights, upsample_bilinear
 
 
 def blur_by_convolution(x, k, sigma):
-    """Separable Gaussian by conv2d with reflect padding (the direct reading of design.md §1)."""
+    """Separable Gaussian by conv2d with reflect padding (the direct reading of docs/affex.md)."""
     g = gaussian_kernel1d(k, sigma, x.dtype)
     h, w = x.shape[-2:]
     y = F.pad(x.reshape(-1, 1, h, w), (k // 2,) * 4, mode="reflect")

@@ -121,3 +121,87 @@ def test_features_blocked_top_k(dtype, gen):
         got = torch.ops.fss_attr.backproject_features(qf.cuda(), kf.cuda(), w.cuda(), "dot", 0.25, True, softmax, 9)
         want = torch_twin.backproject_features(qf.double(), kf.double(), w.double(), "dot", 0.25, True, softmax, 9)
         assert rel_err(got, want) < (1e-12 if dtype == torch.float64 else 1e-5)
+
+
+# ---- every CUDA kernel version against the reference; determinism ----
+# backproject_scores: 1 row statistics + atomic column sums, 2 one pass (float32/16/bf16, M <= 12288),
+# 3 = 1 with deterministic column sums; backproject_features: 1 blocked cuBLAS + row kernels, 2 flash
+# (no top-k, no float64), 3 = 1 deterministic. Version 0 picks.
+
+def _version_applies(op, version, dtype, m, top_k):
+    if version != 2:
+        return True
+    if op == "scores":
+        return dtype != torch.float64 and m <= ONEPASS_MAX_M
+    return dtype != torch.float64 and not (0 < top_k < m)
+
+
+@pytest.mark.parametrize("version", [0, 1, 2, 3])
+@pytest.mark.parametrize("q,m", [(1, 1), (5, 513), (70, 4000), (40, ONEPASS_MAX_M + 1), (3000, 64)])
+@pytest.mark.parametrize("softmax,top_k", [(True, 0), (False, 0), (True, 37)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_scores_every_version(version, q, m, softmax, top_k, dtype, gen):
+    s = (torch.randn(2, q, m, generator=gen) * 3).to(dtype)
+    w = torch.rand(2, 2, q, generator=gen, dtype=torch_twin.acc_dtype(dtype))
+    if not _version_applies("scores", version, dtype, m, top_k):
+        with pytest.raises(RuntimeError, match="version 2 needs"):
+            torch.ops.fss_attr.backproject_scores(s.cuda(), w.cuda(), softmax, top_k, version)
+        return
+    got = torch.ops.fss_attr.backproject_scores(s.cuda(), w.cuda(), softmax, top_k, version)
+    want = torch_twin.backproject_scores(s.double(), w.double(), softmax, top_k)
+    assert rel_err(got, want) < (1e-12 if dtype == torch.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("version", [0, 1, 2, 3])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 70, 130, 40), (1, 300, 5000, 64)])
+@pytest.mark.parametrize("top_k", [0, 9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_features_every_version(version, shape, top_k, dtype, gen):
+    """Small integer features: every score is exact, so top-k sets agree with the float64 reference."""
+    b, q, m, d = shape
+    qf = torch.randint(-2, 3, (b, q, d), generator=gen).to(dtype)
+    kf = torch.randint(-2, 3, (b, m, d), generator=gen).to(dtype)
+    w = torch.rand(b, 2, q, generator=gen, dtype=torch_twin.acc_dtype(dtype))
+    args = ("dot", 0.25, True, True, top_k)
+    if not _version_applies("features", version, dtype, m, top_k):
+        with pytest.raises(RuntimeError, match="version 2 needs"):
+            torch.ops.fss_attr.backproject_features(qf.cuda(), kf.cuda(), w.cuda(), *args, version)
+        return
+    got = torch.ops.fss_attr.backproject_features(qf.cuda(), kf.cuda(), w.cuda(), *args, version)
+    want = torch_twin.backproject_features(qf.double(), kf.double(), w.double(), *args)
+    assert rel_err(got, want) < (1e-12 if dtype == torch.float64 else 1e-5)
+
+
+@pytest.fixture
+def deterministic(monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS products (version 1/3 features) ask for it
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_deterministic_default_repeats_bitwise(deterministic, dtype, gen):
+    s = (torch.randn(2, 3000, 2000, generator=gen) * 3).to(dtype).cuda()
+    w = torch.rand(2, 2, 3000, generator=gen, dtype=torch_twin.acc_dtype(dtype)).cuda()
+    runs = [torch.ops.fss_attr.backproject_scores(s, w, True, 0) for _ in range(3)]
+    assert all(torch.equal(runs[0], r) for r in runs[1:])
+    qf = torch.randn(1, 2304, 64, generator=gen).to(dtype).cuda()
+    kf = torch.randn(1, 5000, 64, generator=gen).to(dtype).cuda()
+    wf = torch.rand(1, 2, 2304, generator=gen, dtype=torch_twin.acc_dtype(dtype)).cuda()
+    runs = [torch.ops.fss_attr.backproject_features(qf, kf, wf, "cosine", 5.0, False, True, 0) for _ in range(3)]
+    assert all(torch.equal(runs[0], r) for r in runs[1:])
+    want = torch_twin.backproject_features(qf.double(), kf.double(), wf.double(), "cosine", 5.0, False, True, 0)
+    assert rel_err(runs[0], want) < (1e-12 if dtype == torch.float64 else 1e-5)
+
+
+def test_atomic_versions_alert_in_deterministic_mode(deterministic, gen):
+    s = torch.randn(1, 40, 300, generator=gen).cuda()
+    w = torch.rand(1, 2, 40, generator=gen).cuda()
+    qf, kf = torch.randn(1, 40, 8, generator=gen).cuda(), torch.randn(1, 300, 8, generator=gen).cuda()
+    for version in (1, 2):
+        with pytest.raises(RuntimeError, match="backproject_scores"):
+            torch.ops.fss_attr.backproject_scores(s, w, True, 0, version)
+        with pytest.raises(RuntimeError, match="backproject_features"):
+            torch.ops.fss_attr.backproject_features(qf, kf, w, "dot", 1.0, False, True, 0, version)

@@ -1,5 +1,12 @@
 // Parallel driver of the CPU back-projection: rows of P in parallel, each thread accumulating into its own
 // pair of column sums, reduced once at the end (no atomics, no [B, Q, M] temporary).
+//
+// Kernel versions (the ops' `version` argument, docs/ops.md):
+//   1  scalar rows: one row at a time, plain scalar loops (std::exp), one pass over the accumulators per row;
+//   2  row groups (the default): kRowGroup rows per pass over the accumulators, a short last group padded with
+//      rows of weight 0; float32 rows through the vectorised loops of row_kernels_f32.inc.
+// Both are deterministic for a fixed number of threads (each thread owns its rows' accumulators and the final
+// reduction runs in thread order).
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -18,7 +25,7 @@ class ThreadColumnSums {
 
   // Rows [q0, q1): load_row(q, buf) writes row q's scores (scale and relu applied) into buf[0..m).
   template <typename LoadRow>
-  void add_rows(int64_t q0, int64_t q1, const acc_t* w0, const acc_t* w1, bool softmax, int64_t top_k,
+  void add_rows(int64_t q0, int64_t q1, const acc_t* w0, const acc_t* w1, bool softmax, int64_t top_k, int64_t version,
                 const LoadRow& load_row) {
     const int64_t m = m_;
     const bool select = top_k > 0 && top_k < m;
@@ -28,6 +35,15 @@ class ThreadColumnSums {
       acc_t* acc0 = data_.data() + t * 2 * m;
       acc_t* acc1 = acc0 + m;
       RowScratch<acc_t> scratch(m, select);
+      if (version == 1) {
+        for (int64_t q = begin; q < end; ++q) {
+          acc_t* row = scratch.row(0);
+          load_row(q, row);
+          const double factor = prepare_row_scalar(row, m, softmax, top_k, scratch.select.data());
+          axpy2_row(row, static_cast<acc_t>(w0[q] * factor), static_cast<acc_t>(w1[q] * factor), m, acc0, acc1);
+        }
+        return;
+      }
       for (int64_t q = begin; q < end; q += kRowGroup) {
         const acc_t* p[kRowGroup];
         acc_t a0[kRowGroup], a1[kRowGroup];

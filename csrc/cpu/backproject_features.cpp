@@ -1,6 +1,6 @@
 // backproject_features on CPU (docs/ops.md): streams over blocks of query rows. Each block's scores
 // [rows, M] come from one matrix product, then the rows are processed in parallel exactly as in
-// backproject_scores. Extra memory: the normalised/converted features and one block.
+// backproject_scores (versions 1 and 2 of accumulate.h). Extra memory: the normalised/converted features and one block.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -14,9 +14,14 @@ namespace {
 
 constexpr int64_t kBlockElements = int64_t(1) << 23;  // scores per block: 32 MB in float32
 
-at::Tensor backproject_features_cpu(const at::Tensor& query, const at::Tensor& support, const at::Tensor& weights,
-                                    std::string similarity, double scale, bool relu, bool softmax, int64_t top_k) {
-  const bool cosine = check_features_inputs(query, support, weights, similarity, top_k, at::DeviceType::CPU);
+at::Tensor backproject_features_cpu(const at::Tensor& query_in, const at::Tensor& support_in,
+                                    const at::Tensor& weights_in, std::string similarity, double scale, bool relu,
+                                    bool softmax, int64_t top_k, int64_t version) {
+  const bool cosine =
+      check_features_inputs(query_in, support_in, weights_in, similarity, top_k, at::DeviceType::CPU);
+  check_version(version, 2, "backproject_features", "CPU");
+  // Strided inputs are fine: the kernel reads contiguous copies.
+  const at::Tensor query = query_in.contiguous(), support = support_in.contiguous(), weights = weights_in.contiguous();
   const int64_t b = query.size(0), q = query.size(1), m = support.size(1);
   const auto acc = acc_type_of(query.scalar_type());
   at::Tensor out = at::zeros({b, 2, m}, query.options().dtype(acc));
@@ -41,7 +46,7 @@ at::Tensor backproject_features_cpu(const at::Tensor& query, const at::Tensor& s
         at::Tensor scores = block.narrow(0, 0, rows);
         at::mm_out(scores, qf[bi].narrow(0, q0, rows), kt);
         const acc_t* s = scores.data_ptr<acc_t>();
-        sums.add_rows(q0, q0 + rows, w, w + q, softmax, top_k, [&](int64_t row, acc_t* buf) {
+        sums.add_rows(q0, q0 + rows, w, w + q, softmax, top_k, version, [&](int64_t row, acc_t* buf) {
           cpu::load_row<acc_t, acc_t>(s + (row - q0) * m, buf, m, static_cast<acc_t>(scale), relu);
         });
       }

@@ -1,4 +1,5 @@
-// backproject_scores on CPU (docs/ops.md): one pass over the scores, row by row.
+// backproject_scores on CPU (docs/ops.md): one pass over the scores, row by row; versions 1 (scalar rows) and
+// 2 (row groups, the default) as in accumulate.h.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -8,8 +9,12 @@
 namespace fss_attr {
 namespace {
 
-at::Tensor backproject_scores_cpu(const at::Tensor& scores, const at::Tensor& weights, bool softmax, int64_t top_k) {
-  check_scores_inputs(scores, weights, top_k, at::DeviceType::CPU);
+at::Tensor backproject_scores_cpu(const at::Tensor& scores_in, const at::Tensor& weights_in, bool softmax, int64_t top_k,
+                                  int64_t version) {
+  check_scores_inputs(scores_in, weights_in, top_k, at::DeviceType::CPU);
+  check_version(version, 2, "backproject_scores", "CPU");
+  // Strided inputs (a transpose, a slice) are fine: the kernel reads a contiguous copy.
+  const at::Tensor scores = scores_in.contiguous(), weights = weights_in.contiguous();
   const int64_t b = scores.size(0), q = scores.size(1), m = scores.size(2);
   const auto acc = acc_type_of(scores.scalar_type());
   at::Tensor out = at::zeros({b, 2, m}, scores.options().dtype(acc));
@@ -22,7 +27,7 @@ at::Tensor backproject_scores_cpu(const at::Tensor& scores, const at::Tensor& we
       const scalar_t* s = scores.data_ptr<scalar_t>() + bi * q * m;
       const acc_t* w = weights.data_ptr<acc_t>() + bi * 2 * q;
       sums.zero();
-      sums.add_rows(0, q, w, w + q, softmax, top_k, [&](int64_t row, acc_t* buf) {
+      sums.add_rows(0, q, w, w + q, softmax, top_k, version, [&](int64_t row, acc_t* buf) {
         cpu::load_row<scalar_t, acc_t>(s + row * m, buf, m, acc_t(1), false);
       });
       sums.reduce_into(out.data_ptr<acc_t>() + bi * 2 * m);

@@ -42,29 +42,37 @@ static acc_t kth_largest(const acc_t* x, int64_t m, int64_t k, acc_t* scratch) {
 #pragma GCC pop_options
 #endif
 
-// Row -> its probabilities up to the returned factor, in place (see prepare_row_f32).
+// Row -> its probabilities up to the returned factor, in place, by plain scalar loops (std::exp, a double sum):
+// the float64 path, and the float32 path of kernel version 1.
+template <typename acc_t>
+static inline double prepare_row_scalar(acc_t* row, int64_t m, bool softmax, int64_t top_k, acc_t* select) {
+  const bool thresholded = top_k > 0 && top_k < m;
+  const acc_t ninf = -std::numeric_limits<acc_t>::infinity();
+  const acc_t thr = thresholded ? kth_largest(row, m, top_k, select) : ninf;
+  if (!softmax) {
+    if (thresholded)
+      for (int64_t j = 0; j < m; ++j) row[j] = row[j] >= thr ? row[j] : acc_t(0);
+    return 1.0;
+  }
+  acc_t mx = ninf;
+  for (int64_t j = 0; j < m; ++j)
+    if (row[j] >= thr) mx = std::max(mx, row[j]);
+  double total = 0.0;
+  for (int64_t j = 0; j < m; ++j) {
+    row[j] = row[j] >= thr ? std::exp(row[j] - mx) : acc_t(0);
+    total += row[j];
+  }
+  return 1.0 / total;
+}
+
+// Row -> its probabilities up to the returned factor, in place: the vectorised float32 loops
+// (prepare_row_f32), the scalar loops for float64.
 static inline double prepare_row(float* row, int64_t m, bool softmax, int64_t top_k, float* select) {
   return prepare_row_f32(row, m, softmax, top_k, select);
 }
 
 static inline double prepare_row(double* row, int64_t m, bool softmax, int64_t top_k, double* select) {
-  const bool thresholded = top_k > 0 && top_k < m;
-  const double ninf = -std::numeric_limits<double>::infinity();
-  const double thr = thresholded ? kth_largest(row, m, top_k, select) : ninf;
-  if (!softmax) {
-    if (thresholded)
-      for (int64_t j = 0; j < m; ++j) row[j] = row[j] >= thr ? row[j] : 0.0;
-    return 1.0;
-  }
-  double mx = ninf;
-  for (int64_t j = 0; j < m; ++j)
-    if (row[j] >= thr) mx = std::max(mx, row[j]);
-  double total = 0.0;
-  for (int64_t j = 0; j < m; ++j) {
-    row[j] = row[j] >= thr ? std::exp(row[j] - mx) : 0.0;
-    total += row[j];
-  }
-  return 1.0 / total;
+  return prepare_row_scalar(row, m, softmax, top_k, select);
 }
 
 // Rows accumulated per pass over the column sums: the accumulators are read and written once per
@@ -83,6 +91,16 @@ static void axpy2_rows(const acc_t* const* p, const acc_t* a0, const acc_t* a1, 
   for (int64_t j = 0; j < m; ++j) {
     acc0[j] += a0[0] * p0[j] + a0[1] * p1[j] + a0[2] * p2[j] + a0[3] * p3[j];
     acc1[j] += a1[0] * p0[j] + a1[1] * p1[j] + a1[2] * p2[j] + a1[3] * p3[j];
+  }
+}
+
+// acc0[j] += a0·p[j], acc1[j] += a1·p[j]: one row (kernel version 1).
+template <typename acc_t>
+static void axpy2_row(const acc_t* __restrict p, acc_t a0, acc_t a1, int64_t m, acc_t* __restrict acc0,
+                      acc_t* __restrict acc1) {
+  for (int64_t j = 0; j < m; ++j) {
+    acc0[j] += a0 * p[j];
+    acc1[j] += a1 * p[j];
   }
 }
 

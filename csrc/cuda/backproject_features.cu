@@ -1,10 +1,14 @@
-// backproject_features on CUDA (docs/ops.md).
-//   version 2 (flash_features.cuh): the scores are never stored; float32 features on FMA, float16/bfloat16
-//     on tensor cores; used without top-k for float32, float16 and bfloat16.
-//   version 1 (below): blocks of query rows, each block's scores [rows, M] from one cuBLAS product (float32 stays
-//     float32 unless the user switched TF32 matrix products on: then it warns), then the row kernels of
-//     row_kernels.cuh; used for top-k and float64. Memory: the block (2^26 scores: 256 MB in float32, 512 MB in
-//     float64).
+// backproject_features on CUDA (docs/ops.md). Kernel versions (the op's `version` argument):
+//   1  blocked: blocks of query rows, each block's scores [rows, M] from one cuBLAS product (float32 stays
+//      float32 unless the user switched TF32 matrix products on: then it warns), then the row kernels of
+//      row_kernels.cuh with float atomics; any dtype, top-k. Memory: the block (2^26 scores: 256 MB in float32,
+//      512 MB in float64).
+//   2  flash (flash_features.cuh): the scores are never stored; float32 features on FMA, float16/bfloat16 on
+//      tensor cores; float atomics; no top-k, no float64.
+//   3  as 1 with the deterministic column sums of row_kernels.cuh (no atomics). Under
+//      torch.use_deterministic_algorithms(True), cuBLAS needs CUBLAS_WORKSPACE_CONFIG=:4096:8 as for any matmul.
+// Version 0 (auto): 3 under torch.use_deterministic_algorithms(True), else 2 where it applies, else 1. Versions 1
+// and 2 call at::globalContext().alertNotDeterministic.
 #include <torch/library.h>
 
 #include <string>
@@ -55,7 +59,7 @@ void features_flash(const at::Tensor& query, const at::Tensor& support, const at
 }
 
 void features_blocked(const at::Tensor& query, const at::Tensor& support, const at::Tensor& weights, bool cosine,
-                      double scale, bool relu, bool softmax, int64_t top_k, at::Tensor& out) {
+                      double scale, bool relu, bool softmax, int64_t top_k, bool deterministic, at::Tensor& out) {
   const int64_t b = query.size(0), q = query.size(1), m = support.size(1);
   const auto acc = out.scalar_type();
   if (acc == at::kFloat && at::globalContext().allowTF32CuBLAS()) {
@@ -70,6 +74,7 @@ void features_blocked(const at::Tensor& query, const at::Tensor& support, const 
   const int64_t rows_per_block = std::max<int64_t>(1, std::min<int64_t>({q, kBlockElements / m, int64_t(1) << 20}));
   at::Tensor block = at::empty({rows_per_block, m}, qf.options());
   at::Tensor stats = at::empty({3 * rows_per_block}, qf.options());
+  at::Tensor partials = at::empty({deterministic ? cuda::kDeterministicChunks * 2 * m : 0}, qf.options());
   AT_DISPATCH_FLOATING_TYPES(qf.scalar_type(), "backproject_features_cuda", [&] {
     using acc_t = scalar_t;
     for (int64_t bi = 0; bi < b; ++bi) {
@@ -81,24 +86,37 @@ void features_blocked(const at::Tensor& query, const at::Tensor& support, const 
         at::Tensor scores = block.narrow(0, 0, rows);
         at::mm_out(scores, qf[bi].narrow(0, q0, rows), kt);
         cuda::accumulate_rows<acc_t, acc_t>(scores.data_ptr<acc_t>(), rows, m, static_cast<acc_t>(scale), relu,
-                                            softmax, top_k, w + q0, w + q + q0, o, o + m, stats.data_ptr<acc_t>());
+                                            softmax, top_k, w + q0, w + q + q0, o, o + m, stats.data_ptr<acc_t>(),
+                                            deterministic ? partials.data_ptr<acc_t>() : nullptr);
       }
     }
   });
 }
 
-at::Tensor backproject_features_cuda(const at::Tensor& query, const at::Tensor& support, const at::Tensor& weights,
-                                     std::string similarity, double scale, bool relu, bool softmax, int64_t top_k) {
-  const bool cosine = check_features_inputs(query, support, weights, similarity, top_k, at::DeviceType::CUDA);
+at::Tensor backproject_features_cuda(const at::Tensor& query_in, const at::Tensor& support_in,
+                                     const at::Tensor& weights_in, std::string similarity, double scale, bool relu,
+                                     bool softmax, int64_t top_k, int64_t version) {
+  const bool cosine =
+      check_features_inputs(query_in, support_in, weights_in, similarity, top_k, at::DeviceType::CUDA);
+  check_version(version, 3, "backproject_features", "CUDA");
+  const at::Tensor query = query_in.contiguous(), support = support_in.contiguous(), weights = weights_in.contiguous();
   const int64_t b = query.size(0), q = query.size(1), m = support.size(1);
   const auto acc = acc_type_of(query.scalar_type());
   const c10::cuda::CUDAGuard guard(query.device());
+  const bool flash = cuda::flash::flash_supports(query.scalar_type(), top_k, m);
+  TORCH_CHECK(version != 2 || flash, "backproject_features: CUDA version 2 needs float32 features (or float16/"
+              "bfloat16 on compute capability >= 8.0) and top-k off, got ", query.scalar_type(), " and top_k = ",
+              top_k);
+  if (version == 0) version = at::globalContext().deterministicAlgorithms() ? 3 : flash ? 2 : 1;
   at::Tensor out = at::zeros({b, 2, m}, query.options().dtype(acc));
   if (b == 0 || q == 0 || m == 0) return out;
-  if (cuda::flash::flash_supports(query.scalar_type(), top_k, m)) {
+  if (version == 2) {
+    at::globalContext().alertNotDeterministic("fss_attr::backproject_features (CUDA version 2: float atomics)");
     features_flash(query, support, weights, cosine, scale, relu, softmax, out);
   } else {
-    features_blocked(query, support, weights, cosine, scale, relu, softmax, top_k, out);
+    if (version == 1)
+      at::globalContext().alertNotDeterministic("fss_attr::backproject_features (CUDA version 1: float atomics)");
+    features_blocked(query, support, weights, cosine, scale, relu, softmax, top_k, version == 3, out);
   }
   return out;
 }

@@ -1,8 +1,10 @@
 // CUDA kernels shared by the two back-projection ops (docs/ops.md, "row rules"):
 //   row_stats_kernel:  one block per row: the top-k threshold (radix select on order-preserving keys),
 //                      then the row max and 1 / sum of exp over the kept entries;
-//   column_kernel:     one thread per column j and chunk of rows: sum_q w_iq · p_qj, added atomically.
-// Version 1: two passes over the scores (the second partly from L2). See docs/cuda_notes.md.
+//   column_kernel:     one thread per column j and chunk of rows: sum_q w_iq · p_qj, added atomically (versions 1)
+//                      or written per chunk and reduced in order by reduce_partials_kernel (version 3,
+//                      deterministic).
+// Two passes over the scores (the second partly from L2). See docs/cuda_notes.md.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -11,6 +13,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cstdint>
 #include <limits>
@@ -128,17 +131,20 @@ __global__ void row_stats_kernel(const scalar_t* __restrict__ scores, int64_t m,
   }
 }
 
-// out0[j] += sum_r w0[r] p_rj, out1[j] += sum_r w1[r] p_rj over the rows of this block's chunk.
+// out0[j] += sum_r w0[r] p_rj, out1[j] += sum_r w1[r] p_rj over the rows of this block's chunk (rows_per_chunk
+// rows from blockIdx.y · rows_per_chunk). With `partials` == nullptr the chunk's sums are added atomically
+// (float atomics: the order of the additions, hence the last bits, varies from run to run); otherwise chunk c
+// writes partials[c, 0, j] and partials[c, 1, j] ([chunks, 2, m]) and reduce_partials_kernel adds them in order.
 template <typename scalar_t, typename acc_t>
-__global__ void column_kernel(const scalar_t* __restrict__ scores, int64_t rows, int64_t m, acc_t scale, bool relu,
-                              bool softmax, const acc_t* __restrict__ w0, const acc_t* __restrict__ w1,
-                              const acc_t* __restrict__ thr, const acc_t* __restrict__ mx,
-                              const acc_t* __restrict__ inv_sum, acc_t* __restrict__ out0,
-                              acc_t* __restrict__ out1) {
+__global__ void column_kernel(const scalar_t* __restrict__ scores, int64_t rows, int64_t m, int64_t rows_per_chunk,
+                              acc_t scale, bool relu, bool softmax, const acc_t* __restrict__ w0,
+                              const acc_t* __restrict__ w1, const acc_t* __restrict__ thr,
+                              const acc_t* __restrict__ mx, const acc_t* __restrict__ inv_sum,
+                              acc_t* __restrict__ out0, acc_t* __restrict__ out1, acc_t* __restrict__ partials) {
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (j >= m) return;
-  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kRowsPerChunk;
-  const int64_t r1 = r0 + kRowsPerChunk < rows ? r0 + kRowsPerChunk : rows;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * rows_per_chunk;
+  const int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
   acc_t a0 = 0, a1 = 0;
   for (int64_t r = r0; r < r1; ++r) {
     const acc_t v = load_score(scores + r * m, j, scale, relu);
@@ -148,14 +154,41 @@ __global__ void column_kernel(const scalar_t* __restrict__ scores, int64_t rows,
       a1 += w1[r] * p;
     }
   }
-  atomicAdd(out0 + j, a0);
-  atomicAdd(out1 + j, a1);
+  if (partials == nullptr) {
+    atomicAdd(out0 + j, a0);
+    atomicAdd(out1 + j, a1);
+  } else {
+    partials[(2 * static_cast<int64_t>(blockIdx.y)) * m + j] = a0;
+    partials[(2 * static_cast<int64_t>(blockIdx.y) + 1) * m + j] = a1;
+  }
 }
 
+// out0[j] += sum_c partials[c, 0, j], out1[j] += sum_c partials[c, 1, j], c = 0, 1, ... in order: deterministic.
+template <typename acc_t>
+__global__ void reduce_partials_kernel(const acc_t* __restrict__ partials, int64_t chunks, int64_t m,
+                                       acc_t* __restrict__ out0, acc_t* __restrict__ out1) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (j >= m) return;
+  acc_t a0 = out0[j], a1 = out1[j];
+  for (int64_t c = 0; c < chunks; ++c) {
+    a0 += partials[(2 * c) * m + j];
+    a1 += partials[(2 * c + 1) * m + j];
+  }
+  out0[j] = a0;
+  out1[j] = a1;
+}
+
+// Chunks of rows per launch of the deterministic column sums: bounds the partials to kDeterministicChunks · 2 · m.
+constexpr int64_t kDeterministicChunks = 64;
+
 // Accumulate the rows [rows, m] of `scores` (one episode) into out0/out1 [m], with row weights w0/w1 [rows].
+// `stats` holds 3 · rows values. `partials` == nullptr: atomic column sums (the caller has called
+// at::globalContext().alertNotDeterministic); else the deterministic column sums, with `partials` holding
+// kDeterministicChunks · 2 · m values.
 template <typename scalar_t, typename acc_t>
 void accumulate_rows(const scalar_t* scores, int64_t rows, int64_t m, acc_t scale, bool relu, bool softmax,
-                     int64_t top_k, const acc_t* w0, const acc_t* w1, acc_t* out0, acc_t* out1, acc_t* stats) {
+                     int64_t top_k, const acc_t* w0, const acc_t* w1, acc_t* out0, acc_t* out1, acc_t* stats,
+                     acc_t* partials) {
   if (rows == 0 || m == 0) return;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   acc_t* thr = stats;
@@ -164,12 +197,19 @@ void accumulate_rows(const scalar_t* scores, int64_t rows, int64_t m, acc_t scal
   row_stats_kernel<scalar_t, acc_t><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
       scores, m, scale, relu, softmax, top_k, thr, mx, inv_sum);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  const dim3 grid(static_cast<unsigned>((m + kThreads - 1) / kThreads),
-                  static_cast<unsigned>((rows + kRowsPerChunk - 1) / kRowsPerChunk));
-  TORCH_CHECK(grid.y <= 65535u, "fss_attr CUDA: too many query rows in one launch (", rows, ")");
-  column_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(scores, rows, m, scale, relu, softmax, w0, w1, thr,
-                                                                 mx, inv_sum, out0, out1);
+  const int64_t rows_per_chunk =
+      partials == nullptr ? kRowsPerChunk
+                          : std::max<int64_t>(kRowsPerChunk, (rows + kDeterministicChunks - 1) / kDeterministicChunks);
+  const int64_t chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
+  const dim3 grid(static_cast<unsigned>((m + kThreads - 1) / kThreads), static_cast<unsigned>(chunks));
+  TORCH_CHECK(chunks <= 65535, "fss_attr CUDA: too many query rows in one launch (", rows, ")");
+  column_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(scores, rows, m, rows_per_chunk, scale, relu, softmax,
+                                                                 w0, w1, thr, mx, inv_sum, out0, out1, partials);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (partials != nullptr) {
+    reduce_partials_kernel<acc_t><<<grid.x, kThreads, 0, stream>>>(partials, chunks, m, out0, out1);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 }
 
 }  // namespace cuda

@@ -1,4 +1,4 @@
-"""Bilinear interpolation as matrices, and the row weights of design.md §2.
+"""Bilinear interpolation as matrices, and the row weights of docs/affex.md (the identity).
 
 ``F.interpolate(x, size, mode="bilinear", align_corners=False)`` without
 antialiasing is separable: ``up(x) = W_h x W_wᵀ`` with ``W_h`` [H, h] and
@@ -18,7 +18,7 @@ def linear_interp_matrix(out_size: int, in_size: int, dtype=torch.float64, devic
 
 
 def row_weights(region: torch.Tensor, query_hw: tuple[int, int], dtype=torch.float32) -> torch.Tensor:
-    """Row weights [B, 2, Q] for the two column sums of design.md §2.
+    """Row weights [B, 2, Q] for the two column sums of docs/affex.md (the identity).
 
     Args:
         region: [B, H, W] bool or {0,1} float, the query region R (non-empty per episode).

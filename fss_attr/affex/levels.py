@@ -10,9 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from fss_attr.ops import torch_twin
+from fss_attr.ops.checks import check_query_support, check_similarity
 from fss_attr.validation import check_grid, check_tensor
-
-SIMILARITIES = ("dot", "cosine")
 
 
 @dataclass(frozen=True)
@@ -75,15 +74,10 @@ class LevelFeatures:
     relu: bool = False
 
     def __post_init__(self):
-        check_tensor("query", self.query, ndim=3, floating=True, finite=True)
-        check_tensor("support", self.support, ndim=3, floating=True, finite=True,
-                     dtype=self.query.dtype, device=self.query.device)
-        if self.support.shape[0] != self.query.shape[0]:
-            raise ValueError(f"support has batch size {self.support.shape[0]}, query has {self.query.shape[0]}")
-        if self.support.shape[2] != self.query.shape[2]:
-            raise ValueError(f"support has feature size D={self.support.shape[2]}, query has D={self.query.shape[2]}")
-        if self.similarity not in SIMILARITIES:
-            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
+        check_query_support(self.query, self.support)  # the check of backproject_features (and its C++ op)
+        check_tensor("query", self.query, finite=True)
+        check_tensor("support", self.support, finite=True)
+        check_similarity(self.similarity)
         if not isinstance(self.scale, (int, float)) or not torch.isfinite(torch.tensor(float(self.scale))):
             raise ValueError(f"scale must be a finite number, got {self.scale!r}")
         _check_layout(self.query_hw, self.support_hw, self.n_shots, self.query.shape[1], self.support.shape[1],

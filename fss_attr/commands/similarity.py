@@ -30,10 +30,13 @@ def layer_arg(text: str):
 
 
 def add_arguments(parser):
+    from fss_attr.backbones.efficientnet import MIN_IMAGE_SIDE
     from fss_attr.similarity.measures import SIMILARITIES
+    from fss_attr.validation import option_int
 
-    parser.add_argument("--seed", type=int, default=0, help="triplet seed (default 0)")
-    parser.add_argument("--size", type=int, default=192, help="image side in pixels (default 192)")
+    parser.add_argument("--seed", type=option_int(0), default=0, help="triplet seed >= 0 (default 0)")
+    parser.add_argument("--size", type=option_int(MIN_IMAGE_SIDE, what="EfficientNet-Lite0's smallest input"),
+                        default=192, help=f"image side in pixels, >= {MIN_IMAGE_SIDE} (default 192)")
     parser.add_argument("--layer", type=layer_arg, default="head",
                         help="EfficientNet-Lite0 feature map: 'head' (1280 channels after the head convolution, "
                              "default) or a block index 0..15")
@@ -49,7 +52,9 @@ def run(args) -> int:
     from fss_attr.similarity.evaluation import TRIPLET, pair_maps
     from fss_attr.similarity.measures import similarity
     from fss_attr.similarity.plot import plot_pair
+    from fss_attr.validation import check_output_folder
 
+    check_output_folder("--out", args.out)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = default_model(layer=args.layer)

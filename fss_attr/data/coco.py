@@ -16,7 +16,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 N_FOLDS = 4
 
@@ -45,8 +44,11 @@ class Coco20i:
         ann = self.root / "annotations" / f"instances_{self.year_split}.json"
         if not ann.is_file():
             raise FileNotFoundError(f"COCO-20i root {self.root} has no {ann.relative_to(self.root)}")
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.coco = COCO(str(ann))
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.coco = COCO(str(ann))
+        except (ValueError, KeyError, TypeError, AssertionError) as e:     # JSONDecodeError is a ValueError
+            raise ValueError(f"{ann} is not a COCO annotation file ({type(e).__name__}: {e})") from e
         self.cat_ids = sorted(self.coco.getCatIds())
         if len(self.cat_ids) != 80:
             raise ValueError(f"{ann} has {len(self.cat_ids)} categories; COCO-20i needs the 80 COCO categories")
@@ -66,10 +68,24 @@ class Coco20i:
         return pairs
 
     def load(self, image_id: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB [H, W, 3] uint8, class mask [H, W] bool). Segmentations are decoded by
+        :func:`fss_attr.sat.segments.decode_segmentation` (degenerate polygons dropped, an empty one adds
+        nothing, a malformed RLE raises ValueError naming the annotation file and id)."""
+        from fss_attr.data.images import read_rgb
+        from fss_attr.sat.segments import decode_segmentation
+
         info = self.coco.loadImgs(int(image_id))[0]
-        rgb = np.array(Image.open(self.root / self.year_split / info["file_name"]).convert("RGB"))
-        mask = np.zeros((info["height"], info["width"]), dtype=bool)
+        rgb = read_rgb(self.root / self.year_split / info["file_name"])
+        h, w = info["height"], info["width"]
+        if rgb.shape[:2] != (h, w):
+            raise ValueError(f"{self.root / self.year_split / info['file_name']}: the image is "
+                             f"{rgb.shape[0]}×{rgb.shape[1]}, the annotations say {h}×{w}")
+        mask = np.zeros((h, w), dtype=bool)
+        ann_file = self.root / "annotations" / f"instances_{self.year_split}.json"
         for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=int(image_id), catIds=[self.cat_ids[class_id]],
                                                           iscrowd=None)):
-            mask |= self.coco.annToMask(ann).astype(bool)
+            seg = ann.get("segmentation", [])
+            if isinstance(seg, list) and seg and all(isinstance(p, list) and len(p) < 6 for p in seg):
+                continue                   # no polygon with 3 points: no area; skipped, as Detectron does
+            mask |= decode_segmentation(seg, h, w, f"{ann_file}: annotation id {ann.get('id')}")
         return rgb, mask

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fss_attr.affex.explainer import VARIANTS, AffinityExplainer
+from fss_attr.affex.explainer import VARIANTS, AffinityExplainer, check_nonnegative_affinity
 from fss_attr.affex.interp import linear_interp_matrix, upsample_bilinear
 from fss_attr.affex.levels import LevelFeatures, LevelScores
 from fss_attr.explanation import minmax
@@ -289,7 +289,10 @@ class ExplorerSession:
         w = self.weights_for(enc, r, weights)
         ex = self.explainer(variant, softmax, top_k)
         ep = enc.episode
-        maps = ex.explain_levels(enc.levels, r, ep.support_masks, w, out_size=enc.image_size)
+        try:
+            maps = ex.explain_levels(enc.levels, r, ep.support_masks, w, out_size=enc.image_size)
+        except ValueError as e:    # e.g. softmax off on a model with signed affinities: the library's reason
+            raise ExplorerError(str(e)) from None
         out = {"maps": maps[0], "level_weights": w[0], "region": r[0]}
         if variant == "signed":
             out["zero"] = self._signed_zero(enc, maps[0], ex)
@@ -383,6 +386,12 @@ class ExplorerSession:
             float32 (each min-max scaled), ``level_weights`` [L] float64, ``compute_ms``.
         """
         _, softmax, top_k, weights = self.check_options("unmasked", softmax, top_k, weights)
+        if not softmax:   # the same rule as AffEx: without the softmax the affinities must be non-negative
+            try:
+                for i, lv in enumerate(self.encoded(index).levels):
+                    check_nonnegative_affinity(lv, i)
+            except ValueError as e:
+                raise ExplorerError(str(e)) from None
         enc = self.encoded(index)
         t0 = time.perf_counter()
         h, w = enc.image_size

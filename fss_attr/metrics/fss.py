@@ -1,4 +1,4 @@
-"""The causal metrics of the AffEx paper for few-shot segmentation (design.md §3), as evaluation plans.
+"""The causal metrics of the AffEx paper for few-shot segmentation (docs/metrics.md), as evaluation plans.
 
 Definitions (support pixels ranked by attribution, descending, ties by a stable sort; a step moves both
 the RGB value and the mask value between the original support and the zero substrate; the query never

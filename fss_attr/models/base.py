@@ -2,7 +2,7 @@
 
 An adapter splits the model into ``encode`` (backbone and matching, once per episode) and ``decode`` (the
 part after the matching, cheap to re-run), and exposes each level's matching as a LevelScores or
-LevelFeatures. The paper's level weights (design.md §1) then come from re-running ``decode`` with one
+LevelFeatures. The paper's level weights (docs/affex.md) then come from re-running ``decode`` with one
 level's contribution zeroed.
 
 Speed (optional parts of the protocol, each with a default that is always right):

@@ -6,7 +6,7 @@
 keys without the prefix load too. The committed key lists ``fss_attr/models/keys/dcama_*.txt`` say what
 such a checkpoint holds.
 
-Adapter semantics (design.md §1):
+Adapter semantics (docs/affex.md):
 
 - ``encode`` runs the backbone on the query and all support images, and for every matching level (every
   backbone block of stride 8, 16, 32: 22 for Swin-B, 13 for ResNet-50) the projections q, k and the

@@ -24,7 +24,7 @@ background matching. Per bottleneck level l and (query, support image) pair, as 
    transformed bg-masked support (``bg_corrs``; the official model decodes it into background logits used
    only by its training loss, so it does not enter the prediction).
 
-What AffEx sees (``levels``), per design.md §1: one level per channel (13 for ResNet-50, network order),
+What AffEx sees (``levels``), per docs/affex.md: one level per channel (13 for ResNet-50, network order),
 S_l = relu(cos(q, s_fg)) + relu(cos(q, s_bg)) of the transformed features, as a LevelScores [B, Q, N·hs·ws]
 (the transformation depends on the shot, so there is no single query feature map). ``decode(state,
 ablate_level=l)`` zeroes channel l of the fg hypercorrelation, the only one that reaches the logits.

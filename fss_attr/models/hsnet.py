@@ -21,7 +21,7 @@ What AffEx sees (``levels``): one level per hypercorrelation channel, 13 for Res
 (layer2 blocks 0–3, layer3 blocks 0–5, layer4 blocks 0–2), each exactly the affinity the learner reads:
 S_l = relu(cos(q, s_fg)) with the official epsilon, as a LevelFeatures (normalised query and fg-masked support
 features, "dot", relu). HSNet never matches background-masked support features, so unlike DMTNet
-(design.md §1: relu(cos(q, s_fg)) + relu(cos(q, s_bg))) there is no background term: adding one would explain a
+(docs/affex.md: relu(cos(q, s_fg)) + relu(cos(q, s_bg))) there is no background term: adding one would explain a
 matching the model does not do. Support positions outside the mask have zero features and score 0.
 M is ordered (shot, row, col). ``decode(state, ablate_level=l)`` zeroes channel l for every shot.
 """

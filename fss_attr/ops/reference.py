@@ -1,4 +1,4 @@
-"""The literal AffEx of design.md §1, steps 1–4, one upsampled map per support position.
+"""The literal AffEx of docs/affex.md, steps 1–4, one upsampled map per support position.
 
 This is the test oracle: slow and memory-hungry by design (it upsamples every
 column of P to the output size), kept independent of the fast paths. Only the

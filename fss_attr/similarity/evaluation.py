@@ -40,8 +40,8 @@ def similarity_curves(model, x: torch.Tensor, partner: torch.Tensor, maps: torch
         [B, steps + 1] float64.
     """
     check_model(model)
-    check_tensor("x", x, ndim=4, floating=True)
-    check_tensor("partner", partner, ndim=4, floating=True, device=x.device)
+    check_tensor("x", x, ndim=4, floating=True, finite=True)
+    check_tensor("partner", partner, ndim=4, floating=True, device=x.device, finite=True)
     check_tensor("maps", maps, ndim=3, floating=True, finite=True, device=x.device)
     if partner.shape[0] != x.shape[0] or tuple(maps.shape) != (x.shape[0], *x.shape[-2:]):
         raise ValueError(f"partner must be [B, 3, H', W'] and maps [B, H, W] for x {tuple(x.shape)}, got "
@@ -104,7 +104,8 @@ def pair_metrics(model, x: torch.Tensor, partner: torch.Tensor, maps: torch.Tens
     Returns:
         {"dauc", "iauc": area under the similarity along deletion / insertion (:func:`similarity_curves`,
         ``steps`` steps; lower DAUC and higher IAUC are better), "pointing": 1.0 where the map's maximum lies on
-        the object, "mass": the share of the map on the object (:mod:`fss_attr.metrics.localisation`), and with
+        the object (the share of tied maxima on it when several pixels share the maximum), "mass": the share
+        of the map on the object (:mod:`fss_attr.metrics.localisation`), and with
         ``distractors`` "on_distractor": 1.0 where the maximum lies on a distractor} -> each [B] float64.
     """
     out = {}

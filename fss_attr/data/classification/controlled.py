@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -164,8 +166,16 @@ def controlled_pool(split: str, images_per_class: int = 300, size: tuple[int, in
     key = hashlib.sha1(repr((classes, BACKGROUNDS, n, size, seed)).encode()).hexdigest()[:12]
     path = None if cache_dir is None else Path(cache_dir) / f"controlled_{split}_{n}x{size[0]}x{size[1]}_{key}.npz"
     if path is not None and path.is_file():
-        data = np.load(path)
-        return ArrayPool(torch.from_numpy(data["images"]), names, torch.from_numpy(data["masks"]))
+        want = (len(classes), n, 3, *size)
+        try:
+            with np.load(path) as data:
+                images, masks = data["images"], data["masks"]
+            if images.shape != want or images.dtype != np.uint8 or masks.shape != want[:2] + want[3:]:
+                raise ValueError(f"holds images {images.shape} {images.dtype}, masks {masks.shape}; expected {want}")
+            return ArrayPool(torch.from_numpy(images), names, torch.from_numpy(masks))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            warnings.warn(f"controlled pool cache {path} is unreadable ({type(e).__name__}: {e}); rendering it again",
+                          stacklevel=2)
     images = np.empty((len(classes), n, 3, *size), dtype=np.uint8)
     masks = np.empty((len(classes), n, *size), dtype=bool)
     bar = tqdm(total=len(classes) * n, desc=f"render {split} classes", disable=not progress, leave=False)

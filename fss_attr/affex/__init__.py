@@ -7,7 +7,7 @@
 - :mod:`fss_attr.affex.blur`: the Gaussian blur of the support masks (masked and signed variants);
 - :mod:`fss_attr.affex.explainer`: :class:`AffinityExplainer`, the definition of docs/affex.md §1 on every backend.
 """
-from fss_attr.affex.explainer import VARIANTS, AffinityExplainer
+from fss_attr.affex.explainer import VARIANTS, AffinityExplainer, ExplanationCache
 from fss_attr.affex.levels import LevelFeatures, LevelScores
 
-__all__ = ["AffinityExplainer", "LevelScores", "LevelFeatures", "VARIANTS"]
+__all__ = ["AffinityExplainer", "ExplanationCache", "LevelScores", "LevelFeatures", "VARIANTS"]

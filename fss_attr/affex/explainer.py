@@ -29,6 +29,58 @@ VARIANTS = ("unmasked", "masked", "signed")
 NORM_EPS = 1e-6
 
 
+class ExplanationCache:
+    """What AffEx explanations of one episode share, for :meth:`AffinityExplainer.explain` (``cache=``) and
+    :meth:`AffinityExplainer.explain_variants`: the model's state and logits (one encode), the ablation
+    weights per region, the weighted level maps E per (region, weights, softmax, top-k, backend) and the
+    blurred support masks.
+
+    Keyed on the episode and the model by identity: bound to the first (model, episode) it is used with, it
+    empties itself when used with another, so a loop may pass one fresh cache per episode (or keep one).
+    ``encodes`` counts the encodes it ran.
+    """
+
+    def __init__(self):
+        self.episode = None
+        self.model = None
+        self.encodes = 0
+        self.clear()
+
+    @classmethod
+    def of(cls, cache) -> "ExplanationCache":
+        """``cache`` itself; a new one for None; for a plain dict (the per-episode dict an evaluation loop shares
+        between its explainers), the ExplanationCache kept in it under ``"fss_attr.affex"``."""
+        if cache is None:
+            return cls()
+        if isinstance(cache, cls):
+            return cache
+        if isinstance(cache, dict):
+            return cache.setdefault("fss_attr.affex", cls())
+        raise TypeError(f"cache must be an ExplanationCache, a dict or None, got {type(cache).__name__}")
+
+    def clear(self) -> None:
+        self.state = None
+        self.blurred: dict = {}
+        self._entries: list = []
+
+    def bind(self, model, episode) -> None:
+        if self.model is not model or self.episode is not episode:
+            self.clear()
+            self.model, self.episode = model, episode
+
+    def lookup(self, key, region: torch.Tensor, weights: torch.Tensor | None = None):
+        for k, r, w, value in self._entries:
+            if k == key and r.shape == region.shape and torch.equal(r, region) and (
+                    (w is None and weights is None) or (w is not None and weights is not None
+                                                        and w.shape == weights.shape and torch.equal(w, weights))):
+                return value
+        return None
+
+    def store(self, key, region: torch.Tensor, value, weights: torch.Tensor | None = None):
+        self._entries.append((key, region, weights, value))
+        return value
+
+
 def support_column_sums(support_hw: tuple[int, int], out_size: tuple[int, int], device=None) -> torch.Tensor:
     """[hs·ws] float64: the sum over the H×W output of each support position's bilinear upsampling weight."""
     wh = linear_interp_matrix(out_size[0], support_hw[0], device=device)
@@ -150,13 +202,19 @@ class AffinityExplainer:
         if b == 0:
             return (torch.zeros((0, n, *out_size), dtype=torch.float32, device=levels[0].device),
                     torch.zeros((0, n, *out_size), dtype=torch.float64, device=levels[0].device))
+        total = self._total(levels, region, weights, out_size, stacklevel=4)
+        return self._finish(total, self.variant, support_masks, resolution=_resolution(levels)), total
+
+    def _total(self, levels, region, weights, out_size, stacklevel: int = 3) -> torch.Tensor:
+        """E = Σ_l w_l A_l [B, N, H, W] float64 of checked inputs (weights [B, L] float64); episodes whose
+        region makes the map degenerate are zeros (with a warning)."""
+        b = levels[0].batch_size
         full = uninformative_regions(region, [lv.query_hw for lv in levels])
         if bool(full.any()):
             warnings.warn(f"the region makes the map degenerate in episode(s) {full.nonzero().flatten().tolist()} "
                           "(it covers the whole image, or every level's query grid is 1×1): every support "
                           "position's attribution is 1/(H·W) there by construction up to the 1e-6 guard, a map "
-                          "with no information (returned as zeros)", stacklevel=3)
-        resolution = _resolution(levels)
+                          "with no information (returned as zeros)", stacklevel=stacklevel)
         backend = ops.resolve_backend(self.backend, levels[0].device)
         if backend == "literal":  # step 5 and the sum exactly as written: one upsampled map per level
             maps = self.level_maps(levels, region, out_size)
@@ -164,11 +222,20 @@ class AffinityExplainer:
         else:
             total = self._weighted_sum_of_level_maps(levels, region, weights, out_size, backend)
         total[full] = 0
-        if self.variant == "unmasked":
-            return minmax(total, torch.float32, resolution), total
-        g = gaussian_blur(support_masks.to(torch.float32), self.blur_kernel, self.blur_sigma).to(torch.float64)
-        explanation = minmax(total, resolution=resolution).mul_(g if self.variant == "masked" else g.mul_(2).sub_(1))
-        return minmax(explanation, torch.float32, resolution, scale=1.0), total   # minmax(E) ⊙ G: errors rel. to 1
+        return total
+
+    def _finish(self, total: torch.Tensor, variant: str, support_masks: torch.Tensor | None,
+                blurred: dict | None = None, resolution=None) -> torch.Tensor:
+        """The variant's map [B, N, H, W] float32 from E (``blurred``: a dict sharing G(M_s) between variants)."""
+        if variant == "unmasked":
+            return minmax(total, torch.float32, resolution)
+        g = None if blurred is None else blurred.get("g")
+        if g is None:
+            g = gaussian_blur(support_masks.to(torch.float32), self.blur_kernel, self.blur_sigma).to(torch.float64)
+            if blurred is not None:
+                blurred["g"] = g
+        explanation = minmax(total, resolution=resolution).mul_(g if variant == "masked" else g.mul(2).sub_(1))
+        return minmax(explanation, torch.float32, resolution, scale=1.0)   # minmax(E) ⊙ G: errors relative to 1
 
     def _weighted_sum_of_level_maps(self, levels, region, weights, out_size, backend) -> torch.Tensor:
         """Σ_l w_l A_l [B, N, H, W] float64 with one upsampling per distinct support grid.
@@ -191,7 +258,8 @@ class AffinityExplainer:
         return total
 
     @torch.no_grad()
-    def explain(self, model, episode, region="logits", level_weights="ablation") -> Explanation:
+    def explain(self, model, episode, region="logits", level_weights="ablation",
+                cache: "ExplanationCache | None" = None) -> Explanation:
         """Explain a model's prediction on an episode (the explainer protocol, docs/explainers.md).
 
         Args:
@@ -201,12 +269,17 @@ class AffinityExplainer:
             region: "logits" (the predicted query foreground, default), "gt" (episode.query_mask), "all",
                 or a [B, H, W] bool tensor.
             level_weights: "ablation" (the paper's layer-ablation weights), "uniform", or [L] / [B, L].
+            cache: an :class:`ExplanationCache` (or a dict, holding one) shared by the explainers of one
+                episode (e.g. the three AffEx variants): the encode, the decode, the ablation weights and the
+                weighted level maps are computed once; the same maps as without it.
 
         Returns:
             :class:`fss_attr.Explanation` with ``maps`` [B, N, H, W] float32 in [0, 1] (min-max per episode),
             ``raw`` [B, N, H, W] float64 the aggregated map Σ_l w_l A_l before the variant and min-max,
-            ``logits``, ``prediction``, ``region`` and ``level_weights`` [B, L].
+            ``logits``, ``prediction``, ``region``, ``level_weights`` [B, L] and ``degenerate`` [B].
         """
+        if cache is not None:
+            return self.explain_variants(model, episode, (self.variant,), region, level_weights, cache)[self.variant]
         state = model.encode(episode)
         logits = model.decode(state)
         r = resolve_region(region, logits, episode.query_mask)
@@ -220,6 +293,57 @@ class AffinityExplainer:
         used = self._level_weights(weights, model.n_levels, episode.batch_size, logits.device)
         return Explanation(maps, raw, logits=logits, prediction=logits.argmax(1) == 1, region=r,
                            level_weights=used, degenerate=degenerate_maps(maps, r))
+
+    @torch.no_grad()
+    def explain_variants(self, model, episode, variants: Sequence[str] = VARIANTS, region="logits",
+                         level_weights="ablation", cache: "ExplanationCache | None" = None) -> dict[str, Explanation]:
+        """Several variants of :meth:`explain` from one encode, one set of ablation decodes and one set of
+        level maps (the variants differ only in the mask weighting of E): {variant: Explanation}, each equal to
+        ``AffinityExplainer(variant, <this explainer's other settings>).explain(model, episode, ...)``.
+
+        ``cache`` (an :class:`ExplanationCache`, or a dict holding one: :meth:`ExplanationCache.of`) carries that
+        work across calls on the same episode and model.
+        """
+        variants = tuple(dict.fromkeys(variants))
+        for v in variants:
+            check_choice("variant", v, VARIANTS)
+        cache = ExplanationCache.of(cache)
+        cache.bind(model, episode)
+        if cache.state is None:
+            state = model.encode(episode)
+            cache.encodes += 1
+            cache.state = (state, model.decode(state))
+        state, logits = cache.state
+        r = resolve_region(region, logits, episode.query_mask)
+        if isinstance(level_weights, str):
+            if level_weights == "ablation":
+                weights = cache.lookup("weights", r)
+                if weights is None:
+                    weights = cache.store("weights", r, model.level_weights(state, r, logits))
+            else:
+                check_choice("level_weights", level_weights, ("ablation", "uniform"))
+                weights = None
+        else:
+            weights = level_weights
+        b = episode.batch_size
+        used = self._level_weights(weights, model.n_levels, b, logits.device)
+        key = ("total", self.softmax, self.top_k, ops.resolve_backend(self.backend, logits.device))
+        total = cache.lookup(key, r, used)
+        levels, r_checked, out_size = self._check(list(model.levels(state)), r, None, episode.image_size)
+        resolution = _resolution(levels)
+        if total is None:
+            total = cache.store(key, r, self._total(levels, r_checked, used, out_size, stacklevel=4), used)
+        masks = None
+        if any(v != "unmasked" for v in variants):
+            masks = check_mask("support_masks", episode.support_masks, tuple(total.shape), total.device)
+        blurred = cache.blurred.setdefault((self.blur_kernel, float(self.blur_sigma)), {})
+        prediction = logits.argmax(1) == 1
+        out = {}
+        for v in variants:
+            maps = self._finish(total, v, masks, blurred, resolution)
+            out[v] = Explanation(maps, total, logits=logits, prediction=prediction, region=r, level_weights=used,
+                                 degenerate=degenerate_maps(maps, r))
+        return out
 
     def _check(self, levels, region, support_masks, out_size):
         if isinstance(levels, (LevelScores, LevelFeatures)):

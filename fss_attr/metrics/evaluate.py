@@ -70,7 +70,7 @@ def check_metrics(metrics) -> tuple[str, ...]:
 def evaluate(adapter, episode: Episode, attributions: torch.Tensor, metrics=DEFAULT_METRICS, region="logits",
              steps: int = 75, internal_batch_size: int = 16, loop: bool = False, infidelity_perturbations: int = 16,
              infidelity_sigma: float = 0.1, seed: int = 0, return_curves: bool = False,
-             cache: dict | None = None) -> dict[str, torch.Tensor]:
+             cache: dict | None = None, reuse_query: bool = True) -> dict[str, torch.Tensor]:
     """Metrics of support attributions on a batch of episodes.
 
     Args:
@@ -90,7 +90,10 @@ def evaluate(adapter, episode: Episode, attributions: torch.Tensor, metrics=DEFA
             across explainers: the model's logits on support states that do not depend on the attributions
             (the original support, the substrate, the infidelity's noisy supports) are computed once. Give a
             fresh dict for every episode batch. Without it, a dict local to the call still runs the original
-            support once for all the metrics.
+            support once for all the metrics. It also keeps the query's features (``reuse_query``).
+        reuse_query: encode the query once per episode batch, not once per state (adapters with
+            ``query_features``; see :func:`fss_attr.metrics.perturbation.forward_supports`). False: every state
+            runs the whole model (the reference; the same numbers up to floating-point rounding).
 
     Returns:
         {metric name: [B] float64} in the order asked (plus the curves).
@@ -120,10 +123,11 @@ def evaluate(adapter, episode: Episode, attributions: torch.Tensor, metrics=DEFA
     r = fss.resolve_episode_region(region, adapter, episode) if needs_region else None
     out: dict[str, torch.Tensor] = {}
     if plans:
-        out.update(fss.run_plans(adapter, episode, attributions, plans, r, internal_batch_size, loop, cache))
+        out.update(fss.run_plans(adapter, episode, attributions, plans, r, internal_batch_size, loop, cache,
+                                   reuse_query))
     if wanted & {"infidelity", "infidelity_norm"}:
         out.update(infidelity(adapter, episode, attributions, r, infidelity_perturbations, infidelity_sigma, seed,
-                              internal_batch_size, loop, cache))
+                              internal_batch_size, loop, cache, reuse_query))
     if wanted & set(LOCALISATION_METRICS):
         if episode.support_evidence is None:
             raise ValueError(f"metrics {sorted(wanted & set(LOCALISATION_METRICS))} need the episode's "

@@ -115,13 +115,14 @@ def percent(p: float) -> str:
 
 
 def run_plans(adapter, episode: Episode, attributions: torch.Tensor, plans: list[Plan], region=None,
-              internal_batch_size: int = 16, loop: bool = False, cache: dict | None = None) -> dict[str, torch.Tensor]:
-    """Evaluate the union of the plans' states once (batched; ``cache`` as in :func:`evaluate_states`) and
-    reduce every plan."""
+              internal_batch_size: int = 16, loop: bool = False, cache: dict | None = None,
+              reuse_query: bool = True) -> dict[str, torch.Tensor]:
+    """Evaluate the union of the plans' states once (batched; ``cache`` and ``reuse_query`` as in
+    :func:`evaluate_states`) and reduce every plan."""
     states = tuple(dict.fromkeys(s for p in plans for s in p.states))
     scores = sorted(set().union(*(p.scores for p in plans)))
     values = evaluate_states(adapter, episode, attributions, states, scores, region, internal_batch_size, loop,
-                             cache)
+                             cache, reuse_query)
     column = {s: j for j, s in enumerate(states)}
 
     def lookup(state, score):

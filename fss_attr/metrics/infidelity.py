@@ -26,7 +26,7 @@ from fss_attr.validation import check_mask, check_positive, check_positive_int
 
 def infidelity(adapter, episode: Episode, attributions: torch.Tensor, region: torch.Tensor,
                n_perturbations: int = 16, sigma: float = 0.1, seed: int = 0, internal_batch_size: int = 16,
-               loop: bool = False, cache: dict | None = None) -> dict[str, torch.Tensor]:
+               loop: bool = False, cache: dict | None = None, reuse_query: bool = True) -> dict[str, torch.Tensor]:
     """Infidelity and normalized infidelity of support attributions, per episode.
 
     Args:
@@ -41,6 +41,7 @@ def infidelity(adapter, episode: Episode, attributions: torch.Tensor, region: to
         cache: optional dict shared by calls on the same episode batch and model (one per episode over many
             explainers): the perturbed supports do not depend on the attributions, so their logits are
             computed once (see :func:`fss_attr.metrics.perturbation.forward_supports`).
+        reuse_query: the query encoded once for all the perturbed supports (same function).
 
     Returns:
         {"infidelity": [B], "infidelity_norm": [B]} float64.
@@ -75,7 +76,7 @@ def infidelity(adapter, episode: Episode, attributions: torch.Tensor, region: to
         return ("state", ORIGINAL, e) if j == 0 else ("noise", noise_seed(e, j), float(sigma), e)
 
     f = forward_supports(adapter, episode, b * j_count, build, scorer(["confidence"], episode, region),
-                         internal_batch_size, loop, key, cache)["confidence"].view(b, j_count).cpu()
+                         internal_batch_size, loop, key, cache, reuse_query)["confidence"].view(b, j_count).cpu()
     delta = f[:, :1] - f[:, 1:]
     infid = ((ia - delta) ** 2).mean(1)
     den = (ia ** 2).sum(1)

@@ -156,7 +156,7 @@ def forward_supports(adapter, episode: Episode, n_items: int,
                      score: Callable[[torch.Tensor, list[int]], dict[str, torch.Tensor]],
                      internal_batch_size: int = 16, loop: bool = False,
                      key: Callable[[int], Hashable | None] | None = None,
-                     cache: dict | None = None) -> dict[str, torch.Tensor]:
+                     cache: dict | None = None, reuse_query: bool = True) -> dict[str, torch.Tensor]:
     """Run ``n_items`` modified support sets through the model, ``internal_batch_size`` per forward pass.
 
     Args:
@@ -171,6 +171,11 @@ def forward_supports(adapter, episode: Episode, n_items: int,
         cache: {key: (episode index, logits [2, H, W])} shared between calls on the same episode batch and
             model: items whose key is there skip the forward pass (``build`` is not called for them), and the
             logits of the others are stored.
+        reuse_query: encode the query once (the items change only the support): when the adapter's
+            ``query_features`` gives the query's features (see :class:`fss_attr.models.MatchingAdapter`), every
+            forward pass runs ``adapter.forward_with_query`` on them (kept in ``cache`` when given) instead of
+            ``adapter(batch)``. The same numbers up to floating-point rounding of batch-size dependent kernels
+            (the query alone in the backbone instead of batched with the supports); False: ``adapter(batch)``.
 
     Returns:
         {name: [n_items] float64} in item order.
@@ -180,6 +185,7 @@ def forward_supports(adapter, episode: Episode, n_items: int,
     hits = [i for i in range(n_items) if keys[i] is not None and keys[i] in cache]
     todo = [i for i in range(n_items) if keys[i] is None or keys[i] not in cache]
     parts: list[tuple[list[int], dict[str, torch.Tensor]]] = []
+    features = query_features(adapter, episode, cache) if (reuse_query and todo) else None
     for chunk in chunks(len(todo), size):
         items = [todo[j] for j in chunk]
         built = [build(i) for i in items]
@@ -188,7 +194,7 @@ def forward_supports(adapter, episode: Episode, n_items: int,
         batch = Episode(episode.query[sel], torch.stack([im for _, im, _ in built]),
                         torch.stack([m for _, _, m in built]),
                         None if episode.query_mask is None else episode.query_mask[sel])
-        logits = adapter(batch)
+        logits = adapter(batch) if features is None else adapter.forward_with_query(batch, features, sel)
         for j, i in enumerate(items):
             if keys[i] is not None:
                 cache[keys[i]] = (idx[j], logits[j].clone())
@@ -199,6 +205,20 @@ def forward_supports(adapter, episode: Episode, n_items: int,
     order = torch.tensor([i for items, _ in parts for i in items], device=episode.device).argsort()
     names = parts[0][1].keys() if parts else ()
     return {name: torch.cat([v[name].to(torch.float64) for _, v in parts])[order] for name in names}
+
+
+def query_features(adapter, episode: Episode, cache: dict | None = None):
+    """``adapter.query_features(episode.query)`` (None for adapters without it), kept in ``cache`` when given."""
+    fn = getattr(adapter, "query_features", None)
+    if fn is None or not hasattr(adapter, "forward_with_query"):
+        return None
+    key = ("query_features", id(adapter))
+    if cache is not None and key in cache:
+        return cache[key]
+    features = fn(episode.query)
+    if cache is not None:
+        cache[key] = features
+    return features
 
 
 def scorer(names: Sequence[str], episode: Episode, region: torch.Tensor | None):
@@ -224,8 +244,8 @@ def scorer(names: Sequence[str], episode: Episode, region: torch.Tensor | None):
 
 def evaluate_states(adapter, episode: Episode, attributions: torch.Tensor, states: Sequence[State],
                     scores: Sequence[str] = ("iou",), region: torch.Tensor | None = None,
-                    internal_batch_size: int = 16, loop: bool = False, cache: dict | None = None
-                    ) -> dict[str, torch.Tensor]:
+                    internal_batch_size: int = 16, loop: bool = False, cache: dict | None = None,
+                    reuse_query: bool = True) -> dict[str, torch.Tensor]:
     """Scores of every episode in every state.
 
     Args:
@@ -239,6 +259,7 @@ def evaluate_states(adapter, episode: Episode, attributions: torch.Tensor, state
         cache: optional dict shared by calls on the same episode batch and model (e.g. one per episode over
             many explainers): the logits of the states that do not depend on the ranking (the original
             support, the substrate) are computed once (see :func:`forward_supports`).
+        reuse_query: the query encoded once for all the states (see :func:`forward_supports`).
 
     Returns:
         {score name: [B, S] float64}.
@@ -266,7 +287,8 @@ def evaluate_states(adapter, episode: Episode, attributions: torch.Tensor, state
         e, s = items[i]
         return ("state", s, e) if s in (ORIGINAL, SUBSTRATE) else None
 
-    flat = forward_supports(adapter, episode, len(items), build, score, internal_batch_size, loop, key, cache)
+    flat = forward_supports(adapter, episode, len(items), build, score, internal_batch_size, loop, key, cache,
+                            reuse_query)
     where = {s: j for j, s in enumerate(unique)}
     cols = torch.tensor([where[s] for s in states], dtype=torch.long)
     return {name: v.view(b, len(unique))[:, cols.to(v.device)] for name, v in flat.items()}

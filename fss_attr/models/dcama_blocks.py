@@ -117,8 +117,12 @@ def _mixer(in_channels: int, mid: int, out: int, last_relu: bool = True) -> nn.S
     return nn.Sequential(*layers, nn.ReLU()) if last_relu else nn.Sequential(*layers)
 
 
-def _upsample(x: torch.Tensor, size) -> torch.Tensor:
+def upsample(x: torch.Tensor, size) -> torch.Tensor:
+    """The decoder's upsampling: bilinear, align_corners=True."""
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+_upsample = upsample
 
 
 class DCAMAHead(nn.Module):
@@ -155,8 +159,15 @@ class DCAMAHead(nn.Module):
 
     def project(self, stage: int, query: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected tokens of one level: query [B, Q, C] -> q [B, Q, C]; support [B, N, hw, C] -> k [B, N·hw, C]."""
-        pe, lin = self.pe[stage], self.DCAMA_blocks[stage].linears
-        return lin[0](pe(query)), lin[1](pe(support)).flatten(1, 2)
+        return self.project_query(stage, query), self.project_support(stage, support)
+
+    def project_query(self, stage: int, query: torch.Tensor) -> torch.Tensor:
+        """q [B, Q, C] of the query tokens [B, Q, C] (positional encoding, then ``linears[0]``)."""
+        return self.DCAMA_blocks[stage].linears[0](self.pe[stage](query))
+
+    def project_support(self, stage: int, support: torch.Tensor) -> torch.Tensor:
+        """k [B, N·hw, C] of the support tokens [B, N, hw, C] (positional encoding per shot, ``linears[1]``)."""
+        return self.DCAMA_blocks[stage].linears[1](self.pe[stage](support)).flatten(1, 2)
 
     def fuse(self, coarse: Sequence[torch.Tensor], query_skips: Sequence[torch.Tensor],
              support_skips: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -159,11 +159,12 @@ class DMTNet(HSNet):
         return (unit_rows(self.dropout(support.expand(k, *support.shape))),
                 unit_rows(self.dropout(query.expand(k, *query.shape))))
 
-    def encode(self, episode: Episode) -> HypercorrelationState:
+    def encode(self, episode: Episode, query_features=None) -> HypercorrelationState:
+        """The state of ``episode``; ``query_features`` (optional) are the query's per-level backbone features."""
         self._check_episode(episode)
         b, n = episode.batch_size, episode.n_shots
         corrs, bg_corrs = [], []
-        for level, (q, s, m) in enumerate(self._level_features(episode)):
+        for level, (q, s, m) in enumerate(self._level_features(episode, query_features)):
             q = q.repeat_interleave(n, dim=0)                                     # [B·N, C, hq, wq]: one per pair
             ref_s, ref_q = self._references(self._stage_of_level[level], s.shape[0])
             q_t, fg_t, bg_t = doubly_matching_transform(q, s, m, ref_s, ref_q)

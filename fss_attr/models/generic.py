@@ -93,19 +93,37 @@ class FeatureMatcher(MatchingAdapter):
         return self._n_levels
 
     def encode(self, episode: Episode) -> MatcherState:
-        b, n = episode.batch_size, episode.n_shots
         images = torch.cat([episode.query, episode.support_images.flatten(0, 1)])
-        levels = []
-        feats = backbone_feature_maps(self.backbone(images), images.shape[0])
+        feats = self._check_feats(backbone_feature_maps(self.backbone(images), images.shape[0]))
+        b = episode.batch_size
+        return self._state(episode, [f[:b] for f in feats], [f[b:] for f in feats])
+
+    def _check_feats(self, feats):
         if len(feats) != self.n_levels:
             raise ValueError(f"the backbone returned {len(feats)} feature maps, expected n_levels={self.n_levels}")
-        for f in feats:
-            c, h, w = f.shape[1:]
-            q = f[:b].flatten(2).transpose(1, 2)                                             # [B, Q, C]
-            s = f[b:].view(b, n, c, h * w).permute(0, 1, 3, 2).reshape(b, n * h * w, c)       # [B, M, C]
-            m = F.interpolate(episode.support_masks.flatten(0, 1)[:, None].float(), size=(h, w), mode="area")
+        return feats
+
+    def _state(self, episode: Episode, query_feats, support_feats) -> MatcherState:
+        """The state from per-level query [B, C, h, w] and support [B·N, C, h, w] feature maps."""
+        b, n = episode.batch_size, episode.n_shots
+        levels = []
+        for fq, fs in zip(query_feats, support_feats):
+            c, h, w = fs.shape[1:]
+            q = fq.flatten(2).transpose(1, 2)                                                # [B, Q, C]
+            s = fs.reshape(b, n, c, h * w).permute(0, 1, 3, 2).reshape(b, n * h * w, c)       # [B, M, C]
+            m = F.interpolate(episode.support_masks.flatten(0, 1)[:, None].to(fs.dtype), size=(h, w), mode="area")
             levels.append(_Level(q.contiguous(), s.contiguous(), m.view(b, n * h * w), (h, w)))
         return MatcherState(levels, n, episode.image_size)
+
+    def query_features(self, query: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's L feature maps [B, C_l, h_l, w_l] of the query images [B, 3, H, W]."""
+        return list(self._check_feats(backbone_feature_maps(self.backbone(query), query.shape[0])))
+
+    def forward_with_query(self, episode: Episode, features, index: torch.Tensor) -> torch.Tensor:
+        """Logits of ``episode``, the backbone run on its support images only (query features reused)."""
+        images = episode.support_images.flatten(0, 1)
+        support = self._check_feats(backbone_feature_maps(self.backbone(images), images.shape[0]))
+        return self.decode(self._state(episode, [f[index] for f in features], support))
 
     def levels(self, state: MatcherState) -> list[LevelFeatures]:
         return [LevelFeatures(lv.query, lv.support, lv.hw, lv.hw, state.n_shots, self.similarity,
@@ -116,14 +134,34 @@ class FeatureMatcher(MatchingAdapter):
         return [similarity_scores(lv.query, lv.support, self.similarity, 1.0 / self.temperature)
                 for lv in state.levels]
 
-    def decode(self, state: MatcherState, ablate_level: int | None = None) -> torch.Tensor:
+    def _level_probs(self, state: MatcherState) -> list[torch.Tensor]:
+        """Each level's foreground probability upsampled to the image size, [B, 1, H, W]."""
         probs = []
-        for i, (lv, scores) in enumerate(zip(state.levels, self.affinities(state))):
-            fg = torch.softmax(scores, dim=-1) @ lv.mask[..., None]                          # [B, Q, 1]
-            fg = fg.view(-1, 1, *lv.hw)
-            if i == ablate_level:
-                fg = torch.zeros_like(fg)
+        for lv, scores in zip(state.levels, self.affinities(state)):
+            fg = (torch.softmax(scores, dim=-1) @ lv.mask[..., None]).view(-1, 1, *lv.hw)     # [B, 1, h, w]
             probs.append(F.interpolate(fg, size=state.image_size, mode="bilinear", align_corners=False))
-        w = self.fuse_weights.to(probs[0].dtype).view(-1, 1, 1, 1, 1)
-        p = (torch.stack(probs) * w).sum(0).clamp(1e-6, 1 - 1e-6)                           # [B, 1, H, W]
+        return probs
+
+    def _logits(self, weighted: torch.Tensor) -> torch.Tensor:
+        p = weighted.sum(0).clamp(1e-6, 1 - 1e-6)                                           # [B, 1, H, W]
         return torch.cat([torch.log1p(-p), torch.log(p)], dim=1)
+
+    def decode(self, state: MatcherState, ablate_level: int | None = None) -> torch.Tensor:
+        probs = self._level_probs(state)
+        if ablate_level is not None:
+            probs[ablate_level] = torch.zeros_like(probs[ablate_level])
+        w = self.fuse_weights.to(probs[0].dtype).view(-1, 1, 1, 1, 1)
+        return self._logits(torch.stack(probs) * w)
+
+    def iter_ablations(self, state: MatcherState, levels=None, batch_size: int | None = None):
+        """The ablated logits from one pass of the matching: ablation l only zeroes level l's upsampled
+        probability in the fused sum, so the softmaxes run once (not L + 1 times) and each ablation is the
+        same sum with term l set to zero (the same numbers as ``decode(state, l)``)."""
+        levels = list(range(self.n_levels)) if levels is None else [int(l) for l in levels]
+        weighted = torch.stack(self._level_probs(state))
+        weighted = weighted * self.fuse_weights.to(weighted.dtype).view(-1, 1, 1, 1, 1)         # [L, B, 1, H, W]
+        zero = torch.zeros_like(weighted[0])
+        for l in levels:
+            terms = weighted.clone()
+            terms[l] = zero
+            yield [l], self._logits(terms)[None]

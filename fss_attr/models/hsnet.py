@@ -39,7 +39,7 @@ from fss_attr import ops
 from fss_attr.data.episode import Episode
 from fss_attr.affex.levels import LevelFeatures, LevelScores
 from fss_attr.models import checkpoint
-from fss_attr.models.base import MatchingAdapter
+from fss_attr.models.base import MatchingAdapter, level_chunks
 from fss_attr.models.center_pivot import CenterPivotConv4d
 from fss_attr.backbones.resnet import bottleneck_count, bottleneck_features
 from fss_attr.validation import check_choice, check_positive_int
@@ -126,7 +126,14 @@ class HypercorrelationLearner(nn.Module):
         sqz4 = self.encoder_layer4(pyramid[0])
         sqz3 = self.encoder_layer3(pyramid[1])
         sqz2 = self.encoder_layer2(pyramid[2])
-        mix = self.encoder_layer4to3(_resize_query_dims(sqz4, sqz3.shape[2:4]) + sqz3)
+        return self.decode_mix(self.mix_upper(sqz4, sqz3), sqz2)
+
+    def mix_upper(self, sqz4: torch.Tensor, sqz3: torch.Tensor) -> torch.Tensor:
+        """The layer4 + layer3 mix (``encoder_layer4to3``) of the squeezed stages."""
+        return self.encoder_layer4to3(_resize_query_dims(sqz4, sqz3.shape[2:4]) + sqz3)
+
+    def decode_mix(self, mix: torch.Tensor, sqz2: torch.Tensor) -> torch.Tensor:
+        """Logits from the layer4 + layer3 mix and the squeezed layer2 stage."""
         mix = self.encoder_layer3to2(_resize_query_dims(mix, sqz2.shape[2:4]) + sqz2)
         encoded = mix.flatten(4).mean(-1)                                   # average over the support grid
         decoded = self.decoder1(encoded)
@@ -153,6 +160,23 @@ def fuse_shots(shot_logits: torch.Tensor, rule: str) -> torch.Tensor:
     top = votes.flatten(1).amax(1).clamp_min(1).view(b, 1, 1)
     t = votes.to(shot_logits.dtype) / top.to(shot_logits.dtype) - 0.5 + 1.0 / (4 * n)
     return torch.stack([-t, t], dim=1)
+
+
+def _pivot_channel(conv: CenterPivotConv4d, x: torch.Tensor, channel: int) -> torch.Tensor:
+    """The contribution of input channel ``channel`` of x [K, C, ha, wa, hb, wb] to ``conv(x)`` (no bias)."""
+    one = x[:, channel:channel + 1]
+    b, _, ha, wa, hb, wb = one.shape
+    s = conv.support_stride
+    pivots = one[..., ::s, ::s]
+    ph, pw = pivots.shape[-2:]
+    c1, c2 = conv.conv1, conv.conv2
+    y1 = F.conv2d(pivots.permute(0, 4, 5, 1, 2, 3).reshape(b * ph * pw, 1, ha, wa),
+                  c1.weight[:, channel:channel + 1], None, c1.stride, c1.padding)
+    y1 = y1.view(b, ph, pw, -1, ha, wa).permute(0, 3, 4, 5, 1, 2)
+    y2 = F.conv2d(one.permute(0, 2, 3, 1, 4, 5).reshape(b * ha * wa, 1, hb, wb),
+                  c2.weight[:, channel:channel + 1], None, c2.stride, c2.padding)
+    y2 = y2.view(b, ha, wa, -1, ph, pw).permute(0, 3, 1, 2, 4, 5)
+    return y1 + y2
 
 
 @dataclass
@@ -259,19 +283,36 @@ class HSNet(MatchingAdapter):
             raise ValueError(f"{type(self).__name__} needs images of at least {self.min_image_side} px per side, "
                              f"got {h}×{w}")
 
-    def _level_features(self, episode: Episode):
-        """Per level: query [B, C, h, w], support [B·N, C, h, w] and the resized support masks [B·N, 1, h, w]."""
+    def _level_features(self, episode: Episode, query_features: Sequence[torch.Tensor] | None = None):
+        """Per level: query [B, C, h, w], support [B·N, C, h, w] and the resized support masks [B·N, 1, h, w].
+
+        With ``query_features`` (per level [B, C, h, w], from :meth:`query_features`) the backbone runs on the
+        support images only."""
         b = episode.batch_size
-        images = torch.cat([episode.query, episode.support_images.flatten(0, 1)])
         masks = episode.support_masks.flatten(0, 1)[:, None].to(episode.query.dtype)
+        if query_features is not None:
+            support = bottleneck_features(self.backbone, episode.support_images.flatten(0, 1), first=self._first_block)
+            for q, s in zip(query_features, support):
+                yield q, s, resize_masks(masks, s.shape[-2:])
+            return
+        images = torch.cat([episode.query, episode.support_images.flatten(0, 1)])
         for f in bottleneck_features(self.backbone, images, first=self._first_block):
             yield f[:b], f[b:], resize_masks(masks, f.shape[-2:])
 
-    def encode(self, episode: Episode) -> HypercorrelationState:
+    def query_features(self, query: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's per-level features [B, C, h, w] of the query images [B, 3, H, W]."""
+        return list(bottleneck_features(self.backbone, query, first=self._first_block))
+
+    def forward_with_query(self, episode: Episode, features, index: torch.Tensor) -> torch.Tensor:
+        """Logits of ``episode`` with the backbone run on its support images only (query features reused)."""
+        return self.decode(self.encode(episode, query_features=[f[index] for f in features]))
+
+    def encode(self, episode: Episode, query_features: Sequence[torch.Tensor] | None = None) -> HypercorrelationState:
+        """The state of ``episode``; ``query_features`` (optional) are the query's per-level backbone features."""
         self._check_episode(episode)
         b, n = episode.batch_size, episode.n_shots
         corrs, query, support = [], [], []
-        for q, s, m in self._level_features(episode):
+        for q, s, m in self._level_features(episode, query_features):
             c, hs, ws = s.shape[1:]
             s = (s * m).view(b, n, c, hs, ws)
             q, s = normalize_official(q, 1), normalize_official(s, 2)
@@ -297,6 +338,45 @@ class HSNet(MatchingAdapter):
         logits = self.hpn_learner([torch.stack(channels, dim=1) for channels in stages])
         logits = F.interpolate(logits, size=state.image_size, mode="bilinear", align_corners=True)
         return logits.view(state.batch_size, state.n_shots, 2, *state.image_size)
+
+    def iter_ablations(self, state: HypercorrelationState, levels=None, batch_size: int | None = None):
+        """The ablated decodes, batched, without recomputing what an ablation does not change (same numbers as
+        ``decode(state, ablate_level=l)`` up to floating-point rounding): the first center-pivot convolution of
+        level l's stage is linear and the ablation zeroes one of its input channels, so its output is the full
+        output minus that channel's contribution; only that stage's squeeze block is re-run, and the
+        layer4 + layer3 mix is the full one for the layer2 levels."""
+        levels = list(range(self.n_levels)) if levels is None else [int(l) for l in levels]
+        for l in levels:
+            self._check_ablate_level(l)
+        learner = self.hpn_learner
+        blocks = (learner.encoder_layer2, learner.encoder_layer3, learner.encoder_layer4)
+        members = [[i for i, st in enumerate(self._stage_of_level) if st == stage] for stage in range(3)]
+        pyramid = [torch.stack([state.corrs[i] for i in members[stage]], dim=1) for stage in range(3)]
+        first = [blocks[st][0](pyramid[st]) for st in range(3)]
+        full = [blocks[st][1:](first[st]) for st in range(3)]
+        upper_full = learner.mix_upper(full[2], full[1])
+        k_rows = state.batch_size * state.n_shots
+        for chunk in level_chunks(levels, batch_size or self.ablation_batch_size, k_rows):
+            abl: list[dict] = [{}, {}, {}]
+            for st in range(3):
+                ls = [l for l in chunk if self._stage_of_level[l] == st]
+                if ls:
+                    conv = blocks[st][0]
+                    y = torch.cat([first[st] - _pivot_channel(conv, pyramid[st], members[st].index(l)) for l in ls])
+                    y = blocks[st][1:](y)
+                    abl[st] = {l: y[j * k_rows:(j + 1) * k_rows] for j, l in enumerate(ls)}
+            upper = [l for l in chunk if l in abl[1] or l in abl[2]]
+            mixes = {}
+            if upper:
+                y = learner.mix_upper(torch.cat([abl[2].get(l, full[2]) for l in upper]),
+                                      torch.cat([abl[1].get(l, full[1]) for l in upper]))
+                mixes = {l: y[i * k_rows:(i + 1) * k_rows] for i, l in enumerate(upper)}
+            logits = learner.decode_mix(torch.cat([mixes.get(l, upper_full) for l in chunk]),
+                                        torch.cat([abl[0].get(l, full[0]) for l in chunk]))
+            logits = F.interpolate(logits, size=state.image_size, mode="bilinear", align_corners=True)
+            logits = logits.view(len(chunk) * state.batch_size, state.n_shots, 2, *state.image_size)
+            logits = fuse_shots(logits, self.shot_fusion)
+            yield chunk, logits.view(len(chunk), state.batch_size, *logits.shape[1:])
 
     def decode(self, state: HypercorrelationState, ablate_level: int | None = None) -> torch.Tensor:
         return fuse_shots(self.shot_logits(state, ablate_level), self.shot_fusion)

@@ -1,6 +1,6 @@
 """Metrics against literal, loop-by-loop implementations of their definitions (design.md §3)."""
 import warnings
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 import numpy as np
 import pytest
@@ -25,8 +25,9 @@ def literal_order(a):
 
 
 def literal_k(t, steps, fraction, total):
-    x = Decimal(t) / Decimal(steps) * Decimal(repr(fraction)) * Decimal(total)
-    return int(x.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    """The AffEx paper's step count k = ⌊⌊P·p⌋·t/T⌋ (issue 16; was round-half-up of t/T·p·P)."""
+    budget = int((Decimal(repr(fraction)) * Decimal(total)).to_integral_value(rounding=ROUND_FLOOR))
+    return budget * t // steps
 
 
 def literal_state(images, masks, coords, mode):
@@ -114,10 +115,19 @@ def test_image_ranks_by_mean_attribution(gen):
 
 @pytest.mark.parametrize("steps,fraction,total", [(75, 1.0, 2 * 10 * 10), (5, 0.01, 5 * 192 * 192),
                                                   (5, 0.01, 3 * 50 * 50), (2, 1.0, 1), (4, 0.05, 250)])
-def test_moved_count_rounds_half_up(steps, fraction, total):
+def test_moved_count_floors_as_the_paper(steps, fraction, total):
     for t in range(steps + 1):
         assert moved_count(t, steps, fraction, total) == literal_k(t, steps, fraction, total)
     assert moved_count(steps, steps, 1.0, total) == total and moved_count(0, steps, fraction, total) == 0
+
+
+def test_moved_count_hand_values():
+    """Values where floor and round differ: 200 pixels in 75 steps, t = 1: 200/75 = 2.67 -> 2 (round: 3);
+    1% of 5·7·7 = 245 pixels is 2.45 -> budget 2, t = 3 of 5: 6/5 -> 1 (round of 3/5 · 2.45 = 1.47: 1),
+    t = 4: 8/5 -> 1 (round of 1.96: 2)."""
+    assert moved_count(1, 75, 1.0, 200) == 2
+    assert moved_count(74, 75, 1.0, 200) == 197
+    assert [moved_count(t, 5, 0.01, 245) for t in range(6)] == [0, 0, 0, 1, 1, 2]
 
 
 def test_auc_is_the_trapezoid_rule(gen):

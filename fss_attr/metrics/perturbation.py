@@ -67,16 +67,23 @@ def image_ranks(attributions: torch.Tensor) -> torch.Tensor:
 
 
 def moved_count(t: int, steps: int, fraction: float, total: int) -> int:
-    """k_t = round(t / steps · fraction · total), rounding half up, computed exactly in rationals.
+    """k_t = ⌊⌊total · fraction⌋ · t / steps⌋: the pixels (or images) moved after t of ``steps`` steps.
 
-    ``fraction`` is read as the decimal it prints as (0.01 is exactly 1/100).
+    This is the AffEx paper's code (``FSSCausalMetric.set_steps``: ``reduced = int(MHW * percentage)``, then
+    ``reduced * i // n_steps``): the budget ⌊P·p⌋ is floored first, then each step's share is floored. It is
+    computed exactly in rationals, ``fraction`` read as the decimal it prints as (0.01 is exactly 1/100), so
+    where the paper's float product lands just under an integer (0.29 · 100 = 28.999…) fss_attr gives the
+    exact value. Before issue 16 fss_attr rounded round(t/steps · fraction · total) half up; docs/metrics.md.
+
+    Raises:
+        ValueError: ``steps`` not a positive int, or ``fraction`` outside (0, 1].
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not 0 < float(fraction) <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
-    x = Fraction(t, steps) * Fraction(repr(float(fraction))) * total
-    return int((x + Fraction(1, 2)) // 1)
+    budget = (Fraction(repr(float(fraction))) * total) // 1
+    return int((budget * t) // steps)
 
 
 def auc(scores: torch.Tensor) -> torch.Tensor:

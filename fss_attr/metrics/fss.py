@@ -9,7 +9,8 @@ trapezoid rule on a uniform x over the curve's T points, (Σs − s_first/2 − 
   skipped), score = foreground IoU of the prediction (argmax of the logits) against the query ground
   truth. Diff = IAUC − DAUC. Per episode; a "mIoU" column is their mean over episodes.
 - IAUC@p% (confidence, default p = 1%): insertion of the top p% of pixels in 5 steps, 6 points t = 0..5,
-  score = mean softmax foreground probability over the query region R.
+  score = mean softmax probability over the query region R of the class that is top (by that mean) at the
+  original state: the foreground unless the model leans to background over R (the paper's code).
 - mIoULoss@p (p = 1%, 5%): IoU with the full original support minus IoU with only the top p% of pixels
   inserted into the substrate (k = ⌊p·P⌋). Lower is better.
 - Image-level insertion / deletion: whole support images (image and mask) ranked by mean attribution and

@@ -247,6 +247,9 @@ def evaluate_states(adapter, episode: Episode, attributions: torch.Tensor, state
         attributions: [B, N, H, W] floating, the ranking's source.
         states: S states (:func:`make_state`); repeated states are evaluated once.
         scores: names among "iou" (needs episode.query_mask), "confidence" and "logit" (need ``region``).
+            "confidence" is the mean softmax probability over R of the class that is top at the original
+            state (mean over R; the foreground unless the model leans to background over R there), as the
+            paper's code scores it; the original state is evaluated for that even when not in ``states``.
         region: [B, H, W] bool query region R of the confidence and logit scores.
         internal_batch_size: states per forward pass; loop: one state per forward pass.
         cache: optional dict shared by calls on the same episode batch and model (e.g. one per episode over
@@ -258,7 +261,8 @@ def evaluate_states(adapter, episode: Episode, attributions: torch.Tensor, state
     """
     attributions = check_attributions(attributions, episode)
     score = scorer(scores, episode, region)
-    unique = sorted(set(states))
+    top_class = "confidence" in scores
+    unique = sorted(set(states) | ({ORIGINAL} if top_class else set()))
     kinds = {s.kind for s in unique}
     ranks = {}
     if "pixel" in kinds:
@@ -281,5 +285,13 @@ def evaluate_states(adapter, episode: Episode, attributions: torch.Tensor, state
 
     flat = forward_supports(adapter, episode, len(items), build, score, internal_batch_size, loop, key, cache)
     where = {s: j for j, s in enumerate(unique)}
+    if top_class:
+        # The class that is top (mean softmax over R) at the original state, as the paper's code scores it
+        # (FSSCausalMetric: ``top = argmax(mean_R softmax(original))``, then that class's mean probability in
+        # every state). With two classes the background's mean probability is 1 − the foreground's; an exact
+        # tie picks the background, as argmax picks the first.
+        fg = flat["confidence"].view(b, len(unique))
+        top_fg = fg[:, where[ORIGINAL]] > 0.5
+        flat["confidence"] = torch.where(top_fg.unsqueeze(1), fg, 1 - fg).flatten()
     cols = torch.tensor([where[s] for s in states], dtype=torch.long)
     return {name: v.view(b, len(unique))[:, cols.to(v.device)] for name, v in flat.items()}

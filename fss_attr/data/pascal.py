@@ -19,6 +19,7 @@ from PIL import Image
 CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
            "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
 N_FOLDS = 4
+IGNORE_LABEL = 255
 
 
 def fold_classes(fold: int, split: str = "val") -> list[int]:
@@ -77,3 +78,8 @@ class Pascal5i:
     def load(self, image_id: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
         rgb = np.array(Image.open(self.root / "JPEGImages" / f"{image_id}.jpg").convert("RGB"))
         return rgb, self._label(image_id) == class_id
+
+    def load_ignore(self, image_id: str, class_id: int) -> np.ndarray:
+        """bool [H, W]: the pixels labelled 255 ("ignore", the object boundary band), which every IoU leaves
+        out (the PASCAL evaluators; the AffEx paper's code with ``ignore_borders``)."""
+        return self._label(image_id) == IGNORE_LABEL

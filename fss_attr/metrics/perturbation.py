@@ -227,10 +227,17 @@ def scorer(names: Sequence[str], episode: Episode, region: torch.Tensor | None):
             raise ValueError(f"the scores {sorted(set(names) & {'confidence', 'logit'})} need a region R [B, H, W]")
         region = check_mask("region", region, (episode.batch_size, *episode.image_size), episode.device)
 
+    ignore = episode.query_ignore
+
     def score(logits, idx):
         sel = torch.tensor(idx, device=logits.device)
-        target = episode.query_mask if "iou" in names else None
-        return {name: SCORES[name](logits, (target if name == "iou" else region)[sel]) for name in names}
+        out = {}
+        for name in names:
+            if name == "iou":     # the query's ignore pixels (PASCAL 255) are left out of the IoU
+                out[name] = SCORES[name](logits, episode.query_mask[sel], None if ignore is None else ignore[sel])
+            else:
+                out[name] = SCORES[name](logits, region[sel])
+        return out
 
     return score
 

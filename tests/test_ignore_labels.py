@@ -71,3 +71,39 @@ def test_ignore_is_validated_and_travels_with_the_episode():
     with pytest.raises(ValueError, match="query_ignore"):
         Episode(q, torch.zeros(2, 1, 3, 4, 4), torch.ones(2, 1, 4, 4, dtype=torch.bool),
                 query_ignore=torch.zeros(2, 4, 5, dtype=torch.bool))
+
+
+def test_coco_small_and_crowd_annotations_as_the_paper(tmp_path):
+    """remove_small_annotations drops instances with area < 2048 (the paper's threshold); include_crowd=False
+    drops crowd instances (the paper's code skips them): their pixels become background."""
+    import json
+
+    from fss_attr.data.coco import Coco20i
+    from pycocotools import mask as mask_utils
+
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "val2014").mkdir()
+    cats = [{"id": i + 1, "name": f"c{i}"} for i in range(80)]
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(tmp_path / "val2014" / "a.jpg")
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(tmp_path / "val2014" / "b.jpg")
+    images = [{"id": 1, "file_name": "a.jpg", "height": 60, "width": 80},
+              {"id": 2, "file_name": "b.jpg", "height": 60, "width": 80}]
+    crowd = np.zeros((60, 80), np.uint8, order="F")
+    crowd[40:50, 40:60] = 1
+    rle = mask_utils.encode(crowd)
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 3000.0, "bbox": [0, 0, 60, 50],
+             "segmentation": [[0, 0, 60, 0, 60, 50, 0, 50]]},
+            {"id": 2, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 2047.0, "bbox": [70, 0, 5, 5],
+             "segmentation": [[70, 0, 75, 0, 75, 5, 70, 5]]},
+            {"id": 3, "image_id": 2, "category_id": 1, "iscrowd": 1, "area": 5000.0, "bbox": [40, 40, 20, 10],
+             "segmentation": {"size": [60, 80], "counts": rle["counts"].decode()}}]
+    (tmp_path / "annotations" / "instances_val2014.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    default = Coco20i(tmp_path, 0)
+    assert default.image_class_pairs() == [("1", 0), ("2", 0)]
+    assert default.load("1", 0)[1][0:5, 70:75].all() and default.load("2", 0)[1].sum() == 200
+    paper = Coco20i(tmp_path, 0, remove_small_annotations=True, include_crowd=False)
+    assert paper.image_class_pairs() == [("1", 0)]
+    mask = paper.load("1", 0)[1]
+    assert not mask[:, 65:].any() and mask[10:40, 10:50].all()
+    assert not paper.load("2", 0)[1].any()

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 N_FOLDS = 4
+SMALL_AREA = 2 * 32 * 32     # the AffEx paper's small-annotation threshold (COCO "area", pixels)
 
 
 def fold_classes(fold: int, split: str = "val") -> list[int]:
@@ -34,8 +35,22 @@ class Coco20i:
 
     name = "coco"
 
-    def __init__(self, root: str | Path, fold: int, split: str = "val"):
+    def __init__(self, root: str | Path, fold: int, split: str = "val", remove_small_annotations: bool = False,
+                 include_crowd: bool = True):
+        """Args:
+            root, fold, split: as in the module docstring.
+            remove_small_annotations: leave out instances whose COCO "area" is under 2·32·32 = 2048 pixels
+                (the AffEx paper's ``_remove_small_annotations``; default False as that class's default, the
+                paper's COCO runs set it True, and so does ``--preset paper``). An image whose every instance
+                of a class is left out is not an (image, class) pair.
+            include_crowd: whether crowd instances (``iscrowd`` 1) are part of the class mask (default True,
+                as before); the paper's code skips them (``--preset paper``: False); they then count as
+                background, not as ignore, as in the paper's code.
+        """
         from pycocotools.coco import COCO
+
+        self.remove_small_annotations = bool(remove_small_annotations)
+        self.include_crowd = bool(include_crowd)
 
         if split not in ("val", "trn"):
             raise ValueError(f"split must be 'val' or 'trn', got {split!r}")
@@ -52,18 +67,27 @@ class Coco20i:
             raise ValueError(f"{ann} has {len(self.cat_ids)} categories; COCO-20i needs the 80 COCO categories")
         self.classes = fold_classes(fold, split)
 
+    def _annotations(self, image_id: int, class_id: int) -> list[dict]:
+        """The class's instances in an image that make its mask (crowd / small ones left out as configured)."""
+        anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id, catIds=[self.cat_ids[class_id]],
+                                                      iscrowd=None))
+        return [a for a in anns
+                if (self.include_crowd or not a.get("iscrowd", 0))
+                and not (self.remove_small_annotations and a.get("area", 0) < SMALL_AREA)]
+
     def image_class_pairs(self) -> list[tuple[str, int]]:
         pairs = []
+        filtered = self.remove_small_annotations or not self.include_crowd
         for c in self.classes:
             for image_id in sorted(self.coco.getImgIds(catIds=[self.cat_ids[c]])):
-                pairs.append((str(image_id), c))
+                if not filtered or self._annotations(image_id, c):
+                    pairs.append((str(image_id), c))
         return pairs
 
     def load(self, image_id: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
         info = self.coco.loadImgs(int(image_id))[0]
         rgb = np.array(Image.open(self.root / self.year_split / info["file_name"]).convert("RGB"))
         mask = np.zeros((info["height"], info["width"]), dtype=bool)
-        for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=int(image_id), catIds=[self.cat_ids[class_id]],
-                                                          iscrowd=None)):
+        for ann in self._annotations(int(image_id), class_id):
             mask |= self.coco.annToMask(ann).astype(bool)
         return rgb, mask

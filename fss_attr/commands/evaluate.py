@@ -59,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="controlled", choices=("controlled", "pascal", "coco"),
                         help="episode source (default: controlled, no download)")
     parser.add_argument("--root", default=None, help="data set root (pascal, coco only)")
-    parser.add_argument("--fold", type=int, default=None, help="fold (pascal, coco only; default 0)")
+    parser.add_argument("--fold", type=fold_value, default=None,
+                        help="fold 0..3, or all: every class, as the AffEx paper's episodes (pascal, coco only; "
+                             "default 0, or all with an --episode-list in the paper's image_ids,classes format)")
     parser.add_argument("--episode-list", default=None,
                         help="CSV of the episodes (pascal, coco only): replayed when it exists, else written with "
                              "the sampled episodes, so later runs repeat them exactly")
@@ -84,6 +86,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep: stop glibc from unmapping freed blocks (faster batched CPU inference, the "
                              "process keeps its peak memory; see fss_attr.evaluation.allocator); default: leave it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def fold_value(text: str):
+    """--fold: "all" or an int (checked against the data set's folds later)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fold number or 'all', got {text!r}") from None
+
+
+def resolved_fold(args):
+    """The fold of a benchmark run: --fold as given; if absent, "all" for an existing episode list in the AffEx
+    paper's format (its episodes span every class), else 0."""
+    if args.fold is not None:
+        return args.fold
+    if args.episode_list is not None and Path(args.episode_list).is_file():
+        from fss_attr.data.official_lists import is_official_list
+
+        try:
+            if is_official_list(args.episode_list):
+                return "all"
+        except (OSError, UnicodeDecodeError):
+            pass
+    return 0
 
 
 class UsageError(ValueError):
@@ -219,9 +247,9 @@ def check_options(args) -> None:
             raise UsageError(f"--dataset {args.dataset} needs --root PATH")
         if not Path(args.root).is_dir():
             raise UsageError(f"--root {args.root}: no such folder")
-        fold = 0 if args.fold is None else args.fold
-        if fold not in range(FOLDS[args.dataset]):
-            raise UsageError(f"--fold must be 0..{FOLDS[args.dataset] - 1} for {args.dataset}, got {fold}")
+        fold = resolved_fold(args)
+        if fold != "all" and fold not in range(FOLDS[args.dataset]):
+            raise UsageError(f"--fold must be 0..{FOLDS[args.dataset] - 1} or all for {args.dataset}, got {fold}")
         if args.episode_list is not None and Path(args.episode_list).exists() and not Path(args.episode_list).is_file():
             raise UsageError(f"--episode-list {args.episode_list} is not a file")
     try:
@@ -252,7 +280,7 @@ def episode_source(args):
     if args.dataset == "controlled":
         return ControlledEpisodes(args.episodes, seed=args.seed, n_shots=args.shots, size=size), None
     try:
-        return benchmark_episodes(args.dataset, args.root, 0 if args.fold is None else args.fold, args.episodes,
+        return benchmark_episodes(args.dataset, args.root, resolved_fold(args), args.episodes,
                                   args.seed, args.shots, size, args.episode_list)
     except (ValueError, OSError) as e:
         raise UsageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
@@ -265,7 +293,7 @@ def run_config(args, names, evaluation, source) -> dict:
            "explainer_options": {n: explainer_options(n, args) for n in names if explainer_options(n, args)},
            "evaluation": evaluation.to_dict()}
     if args.dataset != "controlled":
-        cfg["fold"] = 0 if args.fold is None else args.fold
+        cfg["fold"] = resolved_fold(args)
     return cfg
 
 

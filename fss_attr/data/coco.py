@@ -22,8 +22,11 @@ N_FOLDS = 4
 SMALL_AREA = 2 * 32 * 32     # the AffEx paper's small-annotation threshold (COCO "area", pixels)
 
 
-def fold_classes(fold: int, split: str = "val") -> list[int]:
-    """Class indices (0..79) of a fold: 20 test classes for "val", the other 60 for "trn"."""
+def fold_classes(fold: int | str, split: str = "val") -> list[int]:
+    """fold "all": every class (0..79), as the AffEx paper's episodes.
+    Otherwise: class indices (0..79) of a fold: 20 test classes for "val", the other 60 for "trn"."""
+    if fold == "all":          # the AffEx paper's episodes span every class of the data set (no fold)
+        return list(range(80))
     if fold not in range(N_FOLDS):
         raise ValueError(f"fold must be 0..3 for COCO-20i, got {fold!r}")
     test = [fold + N_FOLDS * v for v in range(20)]

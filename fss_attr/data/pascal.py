@@ -22,8 +22,11 @@ N_FOLDS = 4
 IGNORE_LABEL = 255
 
 
-def fold_classes(fold: int, split: str = "val") -> list[int]:
-    """Class ids (1..20) of a fold: its 5 test classes for split "val", the other 15 for "trn"."""
+def fold_classes(fold: int | str, split: str = "val") -> list[int]:
+    """fold "all": every class (1..20), as the AffEx paper's episodes.
+    Otherwise: class ids (1..20) of a fold: its 5 test classes for split "val", the other 15 for "trn"."""
+    if fold == "all":          # the AffEx paper's episodes span every class of the data set (no fold)
+        return list(range(1, 21))
     if fold not in range(N_FOLDS):
         raise ValueError(f"fold must be 0..3 for PASCAL-5i, got {fold!r}")
     test = list(range(5 * fold + 1, 5 * fold + 6))

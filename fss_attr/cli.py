@@ -16,9 +16,16 @@ def _commands():
             yield importlib.import_module(f"fss_attr.commands.{info.name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``fss-attr demo: error: argument --size: ...``), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fss-attr", description="Explain matching-based vision models.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="fss-attr", description="Explain matching-based vision models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in _commands():
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
@@ -32,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    from fss_attr.validation import OptionError
+
+    try:
+        return int(args._run(args) or 0)
+    except OptionError as e:
+        print(f"fss-attr {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -69,16 +69,106 @@ def check_mask(name: str, x, shape: tuple[int, ...], device: torch.device) -> to
     return x
 
 
-def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
-    """An int (not a bool) within [minimum, maximum] (either bound optional); returns it.
+def check_level_weights(level_weights, n_levels: int, b: int, device) -> torch.Tensor:
+    """Level weights [L] or [B, L] -> [B, L] float64: finite, >= 0, with a positive sum in every episode
+    (the paper's ablation weights are |Δ logit| normalised to sum 1; a zero or signed sum has no meaning)."""
+    try:
+        w = torch.as_tensor(level_weights, dtype=torch.float64, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"level_weights must be a sequence or tensor of numbers, got {level_weights!r}") from None
+    if w.dim() == 1 and w.shape[0] == n_levels:
+        w = w.expand(b, n_levels)
+    if tuple(w.shape) != (b, n_levels):
+        raise ValueError(f"level_weights must have shape [{n_levels}] or [{b}, {n_levels}], got {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("level_weights contains NaN or infinite values")
+    if bool((w < 0).any()):
+        raise ValueError(f"level_weights must be >= 0, got a minimum of {float(w.min()):.3g}")
+    zero = (w.sum(1) <= 0).nonzero().flatten().tolist()
+    if zero:
+        raise ValueError(f"level_weights must have a positive sum in every episode; they sum to 0 in episode(s) "
+                         f"{zero}")
+    return w
+
+
+class OptionError(ValueError):
+    """A command-line option with a value it cannot take; ``fss-attr`` prints the message as one line and exits
+    with status 2 (argparse's usage-error status)."""
+
+
+def option_int(minimum: int | None = None, maximum: int | None = None, what: str = ""):
+    """An argparse ``type=`` for an int within [minimum, maximum]; ``what`` explains the bound in the error.
+
+    E.g. ``parser.add_argument("--size", type=option_int(MIN_IMAGE_SIDE, what="the backbone's smallest
+    input"))``: a bad value ends the command with exit status 2 and one line naming the option, before
+    anything is loaded or written.
+    """
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
+        try:
+            return check_int("value", value, minimum, maximum, what)
+        except ValueError as e:   # argparse names the option itself
+            raise argparse.ArgumentTypeError(str(e).removeprefix("value ")) from None
+
+    parse.__name__ = "int"
+    return parse
+
+
+def option_float(minimum: float | None = None, exclusive: bool = False):
+    """An argparse ``type=`` for a finite float >= minimum (> minimum when ``exclusive``)."""
+    import argparse
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or (minimum is not None and (value <= minimum if exclusive else value < minimum)):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if exclusive else '>='} {minimum}, "
+                                             f"got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def option_list(option: str, text: str, allowed) -> tuple[str, ...]:
+    """A comma-separated option value -> its names; OptionError unless it names at least one and each is in
+    ``allowed``."""
+    names = tuple(t.strip() for t in str(text).split(",") if t.strip())
+    if not names:
+        raise OptionError(f"{option} must name at least one of {', '.join(allowed)}")
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise OptionError(f"{option}: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(allowed)}")
+    return names
+
+
+def check_output_folder(option: str, path) -> None:
+    """An output folder option must not name an existing file."""
+    from pathlib import Path
+
+    if Path(path).exists() and not Path(path).is_dir():
+        raise OptionError(f"{option} {path} is a file; expected a folder")
+
+
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None, what: str = "") -> int:
+    """An int (not a bool) within [minimum, maximum] (either bound optional); returns it. ``what`` explains the
+    bound in the message (e.g. "the backbone's smallest input").
 
     Raises:
-        ValueError: naming ``name``, the value and the allowed range.
+        ValueError: "<name> must be an int >= 1, got 0" (or "<= M", "in m..M"), naming ``name`` and the value.
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an int, got {value!r}")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        lo = "" if minimum is None else f">= {minimum}"
-        hi = "" if maximum is None else f"<= {maximum}"
-        raise ValueError(f"{name} must be {' and '.join(x for x in (lo, hi) if x)}, got {value!r}")
+        bound = (f">= {minimum}" if maximum is None else f"<= {maximum}" if minimum is None
+                 else f"in {minimum}..{maximum}")
+        raise ValueError(f"{name} must be an int {bound}{f' ({what})' if what else ''}, got {value!r}")
     return value

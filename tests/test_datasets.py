@@ -132,3 +132,45 @@ def test_a_replayed_episode_list_must_fit_the_request(pascal_root, tmp_path):
         load_episodes("pascal", pascal_root, 0, n=4, shots=1, episode_list=csv_path)
     with pytest.raises(ValueError, match=r"\[1\] supports, expected shots=2"):
         load_episodes("pascal", pascal_root, 0, n=3, shots=2, episode_list=csv_path)
+
+
+def test_episodes_carry_the_class_name(pascal_root, coco_root):
+    eps = list(load_episodes("pascal", pascal_root, 0, n=3, shots=1, size=(16, 16)))
+    for e in eps:
+        assert e.meta["class_name"] == pascal_mod.CLASSES[e.meta["class_id"] - 1]
+    assert {e.meta["class_name"] for e in eps} <= {"aeroplane", "bicycle", "bird"}
+    coco = list(load_episodes("coco", coco_root, 0, n=2, shots=1, size=(16, 16)))
+    assert [e.meta["class_name"] for e in coco] == [f"c{e.meta['class_id']}" for e in coco]
+    with pytest.raises(ValueError, match="class_id must be an int in 1..20"):
+        open_source("pascal", pascal_root, 0).class_name(0)
+    with pytest.raises(ValueError, match="class_id must be an int in 0..79"):
+        open_source("coco", coco_root, 0).class_name(80)
+
+
+def test_more_episodes_than_the_fold_holds_are_refused_or_repeated_on_request(pascal_root):
+    from fss_attr.data.benchmarks import count_queries
+
+    src = open_source("pascal", pascal_root, 0)
+    assert count_queries(src, 1) == 8 and count_queries(src, 2) == 6 and count_queries(src, 3) == 0  # 3, 3, 2 images
+    assert len(sample_episodes(src, n=8, shots=1)) == 8
+    with pytest.raises(ValueError, match="holds 8 distinct 1-shot episodes .* than the 9 asked: ask for at most 8"):
+        sample_episodes(src, n=9, shots=1)
+    with pytest.raises(ValueError, match="holds 8 distinct"):
+        load_episodes("pascal", pascal_root, 0, n=20, shots=1)
+    specs = sample_episodes(src, n=20, shots=1, repeat=True)
+    assert len(specs) == 20 and len({(s.query, s.class_id) for s in specs}) == 8
+    assert [s.query for s in specs[:8]] == [s.query for s in specs[8:16]]     # queries come round in order
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        sample_episodes(src, n=0, shots=1)
+
+
+def test_evaluate_refuses_more_episodes_than_the_fold_holds_before_the_model_loads(pascal_root, tmp_path, capsys):
+    from fss_attr.cli import main
+
+    out = tmp_path / "out"
+    assert main(["evaluate", "--dataset", "pascal", "--root", str(pascal_root), "--shots", "1", "--size", "32",
+                 "--episodes", "9", "--explainers", "random", "--metrics", "miou", "--out", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds 8 distinct 1-shot episodes" in err[0] and "at most 8" in err[0], err
+    assert not out.exists()

@@ -115,13 +115,13 @@ def fake_voc(root):
 
 
 @pytest.mark.parametrize("options, needle", [
-    (["--size", "16"], "--size must be >= 32"),
+    (["--size", "16"], "--size must be an int >= 32"),
     (["--explainers", " , "], "--explainers must name at least one explainer"),
     (["--explainers", "random,gradcam"], "unknown explainer 'gradcam'"),
     (["--metrics", ""], "metrics must name at least one metric"),
-    (["--steps", "0"], "--steps must be >= 2"),
-    (["--episodes", "0"], "--episodes must be >= 1"),
-    (["--threads", "0"], "--threads must be >= 1"),
+    (["--steps", "0"], "--steps must be an int >= 2"),
+    (["--episodes", "0"], "--episodes must be an int >= 1"),
+    (["--threads", "0"], "--threads must be an int >= 1"),
     (["--fold", "1"], "--fold does not apply to --dataset controlled"),
     (["--root", "."], "--root does not apply to --dataset controlled"),
     (["--episode-list", "e.csv"], "--episode-list does not apply to --dataset controlled"),

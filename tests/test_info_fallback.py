@@ -34,3 +34,11 @@ def test_info_reports_backends():
     assert "backends:" in p.stdout and "literal  ok" in p.stdout and "torch    ok" in p.stdout
     p = run("import runpy; runpy.run_module('fss_attr.info', run_name='__main__')", FSS_ATTR_DISABLE_EXTENSION="1")
     assert "NOT loaded (disabled by FSS_ATTR_DISABLE_EXTENSION=1)" in p.stdout
+
+
+def test_backend_timings_are_a_median_after_a_warm_up():
+    from fss_attr.info import backend_report
+
+    rows = dict(backend_report(calls=3))
+    assert rows["torch"].startswith("ok (median ") and rows["torch"].endswith(" ms of 3 calls after a warm-up)")
+    assert rows["cuda"] in ("not available",) or rows["cuda"].startswith("ok (median")

@@ -12,8 +12,8 @@ from torch import nn
 
 from fss_attr.data.controlled import render_image
 from fss_attr.sat.classifier import LinearProbe, ProbedClassifier
-from fss_attr.sat.cue_study import (HEADLINE_COLUMNS, SEGMENTS, CueStudy, ImageSet, cue_template, render_set,
-                                    segment_masks, with_cue)
+from fss_attr.sat.cue_study import (HEADLINE_COLUMNS, MODELS, SEGMENTS, CueStudy, ImageSet, cue_template,
+                                    render_set, segment_masks, with_cue)
 from fss_attr.sat.saliency import class_score, grad_cam, input_gradient
 
 
@@ -210,3 +210,24 @@ def test_probed_classifier_composes_features_and_head():
     x = torch.rand(2, 3, 4, 4, dtype=torch.float64)
     torch.testing.assert_close(model(x), head(2 * x))
 
+
+
+def test_write_cue_study_writes_what_run_cue_study_returns(tmp_path):
+    # the library returns the tables; write_cue_study (the command's writer) puts them on disk
+    from fss_attr.sat.cue_study import CueStudyResult, write_cue_study
+    from fss_attr.sat.reduce import ROW_COLUMNS
+    from fss_attr.sat.table import SUMMARY_COLUMNS
+
+    study = CueStudy(classes=("brick", "grass"), explainers=("gradcam",))
+    summary = [{"model": m, "explainer": "gradcam", "class": c, "segment": s, "n_images": 2, "presence": 1.0,
+                "mean_saliency": 1.0, "std_saliency": 0.1, "mean_share": 1 / 3, "std_share": 0.05, "rank_first": 0.5}
+               for m in MODELS for c in study.classes for s in SEGMENTS]
+    headline = [{c: 0.5 for c in HEADLINE_COLUMNS} | {"model": m, "explainer": "gradcam"} for m in MODELS]
+    rows = [{c: 0 for c in ROW_COLUMNS} | {"model": "cued", "explainer": "gradcam", "prediction": "brick"}]
+    result = CueStudyResult(study, headline, summary, rows, {"total": 1.0})
+    paths = write_cue_study(result, tmp_path / "out")
+    assert set(paths) == {"headline", "summary", "rows", "bars", "heatmap"}
+    assert list(csv.DictReader(paths["summary"].open()))[0].keys() >= set(SUMMARY_COLUMNS)
+    assert len(list(csv.DictReader(paths["headline"].open()))) == 2
+    assert paths["bars"].read_bytes()[:4] == b"\x89PNG"
+    assert result.to_dict()["study"]["cue_class"] == "brick"

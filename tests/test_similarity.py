@@ -356,3 +356,24 @@ def test_cli_similarity_writes_figure(tmp_path):
     report = json.loads((tmp_path / "similarity.json").read_text())
     assert (tmp_path / "similarity.png").stat().st_size > 0
     assert set(report["pointing_game_hits"]) == set(default_methods()) | {"gradient attention (triplet)"}
+
+
+def test_pair_maps_whole_triplet_and_the_cli_report_give_each_score_once(gen, tmp_path):
+    import json
+
+    from fss_attr.cli import main
+
+    model = tiny_model(gen, linear=True, normalize=True, dtype=torch.float32)
+    x = images(gen, 6, 24, 24, dtype=torch.float32)
+    cut, _ = pair_maps(model, x[:2], x[2:4], x[4:])
+    maps, scores = pair_maps(model, x[:2], x[2:4], x[4:], whole_triplet=True)
+    t = "gradient attention (triplet)"
+    assert maps[t].shape == (2, 3, 24, 24) and scores[t].shape == (2, 3)
+    assert torch.equal(maps[t][:, :2], cut[t])
+    assert main(["similarity", "--size", "48", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "similarity.json").read_text())
+    assert set(report["pair_similarity"]) == {"anchor_positive", "anchor_negative", "positive_negative"}
+    explained = report["explained_scores"]
+    assert set(explained) == set(default_methods()) | {t}
+    assert all(v == {"explains": "pair_similarity.anchor_positive (cosine)"} for k, v in explained.items() if k != t)
+    assert set(explained[t]["score"]) == {"anchor", "positive", "negative"}

@@ -6,18 +6,20 @@ two weighted column sums of P, so no H×W map is ever built.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
 
 from fss_attr import ops
-from fss_attr.explanation import Explanation, minmax, resolve_region
+from fss_attr.explanation import Explanation, degenerate_maps, minmax, resolve_region
 from fss_attr.affex.blur import gaussian_blur
 from fss_attr.affex.interp import linear_interp_matrix, row_weights, upsample_bilinear
 from fss_attr.affex.levels import LevelFeatures, LevelScores
 from fss_attr.ops.reference import literal_support_attribution
+from fss_attr.ops import torch_twin
 from fss_attr.ops.torch_twin import acc_dtype
-from fss_attr.validation import check_grid, check_mask, check_top_k
+from fss_attr.validation import check_grid, check_level_weights, check_mask, check_top_k
 
 VARIANTS = ("unmasked", "masked", "signed")
 NORM_EPS = 1e-6
@@ -98,6 +100,7 @@ class AffinityExplainer:
                                           check_finite=False)  # checked when the level was built
         return cols[:, 0] / (cols[:, 1] + NORM_EPS)
 
+    @torch.no_grad()
     def level_maps(self, levels: Sequence[LevelScores | LevelFeatures], region: torch.Tensor,
                    out_size: tuple[int, int] | None = None) -> list[torch.Tensor]:
         """A_l [B, N, H, W] for every level (before weighting, aggregation and the variant)."""
@@ -106,6 +109,7 @@ class AffinityExplainer:
         cache: dict = {}
         return [support_maps(self.level_attribution(lv, region, backend, cache), lv, out_size) for lv in levels]
 
+    @torch.no_grad()
     def explain_levels(self, levels: Sequence[LevelScores | LevelFeatures], region: torch.Tensor,
                        support_masks: torch.Tensor | None = None, level_weights=None,
                        out_size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -115,11 +119,22 @@ class AffinityExplainer:
             levels: L levels (LevelScores or LevelFeatures), one batch size B, one shot count N, one device.
             region: [B, H, W] bool (or 0/1) query region R; must be non-empty in every episode.
             support_masks: [B, N, H, W] bool (or 0/1) support masks; needed by "masked" and "signed".
-            level_weights: None (uniform 1/L), or [L] or [B, L] weights w_l.
+            level_weights: None (uniform 1/L), or [L] or [B, L] weights w_l >= 0 with a positive sum per episode.
             out_size: (H, W); defaults to the region's size, which must equal it.
 
         Returns:
-            [B, N, H, W] float32 in [0, 1].
+            [B, N, H, W] float32 in [0, 1]; B = 0 gives an empty [0, N, H, W]. An episode whose map is constant
+            (:func:`fss_attr.explanation.constant_maps`: a spread below 1024 ulps of the levels' accumulation
+            dtype) is all zeros. An episode where R carries no information (:func:`uninformative_regions`: R
+            covers the whole image, or every level's query grid is 1×1) is all zeros too, with a warning: every
+            a_j is then 1/(H·W) by construction and only the 1e-6 guard and rounding would be left (a departure
+            from the literal definition, which would min-max scale that noise).
+
+        Raises:
+            ValueError: bad shapes, an empty region, bad level weights, or negative affinities with
+                ``softmax=False`` (without softmax the column sums of signed scores cancel).
+
+        Inputs that require grad are read as constants (explaining builds no graph).
         """
         levels, region, out_size = self._check(levels, region, support_masks, out_size)
         b, n = levels[0].batch_size, levels[0].n_shots
@@ -128,17 +143,27 @@ class AffinityExplainer:
                 raise ValueError(f"variant {self.variant!r} needs support_masks [B, N, H, W]")
             support_masks = check_mask("support_masks", support_masks, (b, n, *out_size), levels[0].device)
         weights = self._level_weights(level_weights, len(levels), b, levels[0].device)
+        if b == 0:
+            return torch.zeros((0, n, *out_size), dtype=torch.float32, device=levels[0].device)
+        full = uninformative_regions(region, [lv.query_hw for lv in levels])
+        if bool(full.any()):
+            warnings.warn(f"the region makes the map degenerate in episode(s) {full.nonzero().flatten().tolist()} "
+                          "(it covers the whole image, or every level's query grid is 1×1): every support "
+                          "position's attribution is 1/(H·W) there by construction up to the 1e-6 guard, a map "
+                          "with no information (returned as zeros)", stacklevel=3)
+        resolution = _resolution(levels)
         backend = ops.resolve_backend(self.backend, levels[0].device)
         if backend == "literal":  # step 5 and the sum exactly as written: one upsampled map per level
             maps = self.level_maps(levels, region, out_size)
             total = sum(weights[:, i].view(b, 1, 1, 1) * m.to(torch.float64) for i, m in enumerate(maps))
         else:
             total = self._weighted_sum_of_level_maps(levels, region, weights, out_size, backend)
+        total[full] = 0
         if self.variant == "unmasked":
-            return minmax(total, torch.float32)
+            return minmax(total, torch.float32, resolution)
         g = gaussian_blur(support_masks.to(torch.float32), self.blur_kernel, self.blur_sigma).to(torch.float64)
-        explanation = minmax(total).mul_(g if self.variant == "masked" else g.mul_(2).sub_(1))
-        return minmax(explanation, torch.float32)
+        explanation = minmax(total, resolution=resolution).mul_(g if self.variant == "masked" else g.mul_(2).sub_(1))
+        return minmax(explanation, torch.float32, resolution, scale=1.0)   # minmax(E) ⊙ G: errors relative to 1
 
     def _weighted_sum_of_level_maps(self, levels, region, weights, out_size, backend) -> torch.Tensor:
         """Σ_l w_l A_l [B, N, H, W] float64 with one upsampling per distinct support grid.
@@ -189,7 +214,7 @@ class AffinityExplainer:
                                    out_size=episode.image_size)
         n_levels = adapter.n_levels
         used = self._level_weights(weights, n_levels, episode.batch_size, logits.device)
-        return Explanation(maps, logits, logits.argmax(1) == 1, r, used)
+        return Explanation(maps, logits, logits.argmax(1) == 1, r, used, degenerate_maps(maps, r))
 
     def _check(self, levels, region, support_masks, out_size):
         if isinstance(levels, (LevelScores, LevelFeatures)):
@@ -214,17 +239,81 @@ class AffinityExplainer:
         if empty:
             raise ValueError(f"region is empty in episode(s) {empty}: AffEx averages over the region R, "
                              "which must hold at least one pixel")
+        for i, lv in enumerate(levels):
+            _check_range(lv, i, self.softmax, out_size[0] * out_size[1])
+            if not self.softmax:
+                _check_nonnegative(lv, i)
         return levels, region, out_size
 
     @staticmethod
     def _level_weights(level_weights, n_levels, b, device) -> torch.Tensor:
         if level_weights is None:
             return torch.full((b, n_levels), 1.0 / n_levels, dtype=torch.float64, device=device)
-        w = torch.as_tensor(level_weights, dtype=torch.float64, device=device)
-        if w.dim() == 1 and w.shape[0] == n_levels:
-            w = w.expand(b, n_levels)
-        if tuple(w.shape) != (b, n_levels):
-            raise ValueError(f"level_weights must have shape [{n_levels}] or [{b}, {n_levels}], got {tuple(w.shape)}")
-        if not bool(torch.isfinite(w).all()):
-            raise ValueError("level_weights contains NaN or infinite values")
-        return w
+        return check_level_weights(level_weights, n_levels, b, device)
+
+
+def uninformative_regions(region: torch.Tensor, query_grids) -> torch.Tensor:
+    """[B] bool: episodes where R carries no information for any of the levels' query grids.
+
+    With r the mean over R of the upsampled query map and c its sum over the image (the row weights of
+    design.md §2), a_j = r·P_j / (c·P_j + 1e-6). When r = c / (H·W) (R covers the image, or the query grid is
+    1×1 so every upsampled map is constant) every a_j is 1/(H·W) up to the 1e-6 guard, whatever P is. Checked
+    in float64 with a relative tolerance of 1e-9.
+    """
+    b, h, w = region.shape
+    out = torch.ones(b, dtype=torch.bool, device=region.device)
+    for hw in dict.fromkeys(tuple(g) for g in query_grids):
+        rw = row_weights(region, hw, torch.float64)
+        gap = (rw[:, 0] * (h * w) - rw[:, 1]).abs().amax(1)
+        out &= gap <= 1e-9 * rw[:, 1].abs().amax(1)
+    return out
+
+
+def _resolution(levels) -> torch.dtype:
+    """The dtype the levels' attributions are computed in (the coarsest accumulation dtype among them)."""
+    dtypes = {acc_dtype(lv.query.dtype if isinstance(lv, LevelFeatures) else lv.scores.dtype) for lv in levels}
+    return torch.float32 if torch.float32 in dtypes else torch.float64
+
+
+def _check_range(level, i: int, softmax: bool, pixels: int) -> None:
+    """Refuse a level whose scores can overflow the accumulation dtype, the same way on every backend.
+
+    The bound on |score| is exact for LevelScores (max |s|), |scale| for cosine, and scale·max‖q‖·max‖k‖
+    (Cauchy–Schwarz, norms in float64) for dot products. With softmax the scores themselves must stay finite;
+    without it the column sums c·P_j (at most H·W·max s) must too.
+    """
+    acc = acc_dtype(level.query.dtype if isinstance(level, LevelFeatures) else level.scores.dtype)
+    if isinstance(level, LevelScores):
+        bound = float(level.scores.abs().max()) if level.scores.numel() else 0.0
+    elif level.similarity == "cosine":
+        bound = abs(float(level.scale))
+    else:
+        qn = float(level.query.double().norm(dim=-1).max()) if level.query.numel() else 0.0
+        kn = float(level.support.double().norm(dim=-1).max()) if level.support.numel() else 0.0
+        bound = abs(float(level.scale)) * qn * kn
+    limit = torch.finfo(acc).max / (1 if softmax else pixels)
+    if not bound < limit:
+        raise ValueError(f"levels[{i}]: the affinities can reach {bound:.3g}, beyond what {acc} holds "
+                         f"({'' if softmax else 'with softmax=False, the column sums: '}limit {limit:.3g}); "
+                         "scale the features down (e.g. normalise them, or a smaller scale)")
+
+
+def _check_nonnegative(level, i: int, chunk_elements: int = 1 << 22) -> None:
+    """Without softmax the affinities must be >= 0 (design.md: ReLU-cosine models): signed scores make the
+    column sums c·P_j cancel and a_j = (r·P_j)/(c·P_j + 1e-6) explode. LevelFeatures without relu are scored
+    chunk by chunk to find out (the memory of the fast paths, one more pass of their arithmetic)."""
+    if isinstance(level, LevelFeatures):
+        if level.relu:
+            return
+        acc = acc_dtype(level.query.dtype)
+        query, support = level.query.to(acc), level.support.to(acc)
+        step = max(1, chunk_elements // max(1, support.shape[1]))
+        lowest = min((float(torch_twin.similarity_scores(query[:, q0:q0 + step], support, level.similarity,
+                                                          float(level.scale)).min())
+                      for q0 in range(0, query.shape[1], step) if support.shape[1]), default=0.0)
+    else:
+        lowest = float(level.scores.min()) if level.scores.numel() else 0.0
+    if lowest < 0:
+        raise ValueError(f"levels[{i}] has negative affinities (min {lowest:.3g}) and softmax=False: without the "
+                         "softmax the affinities must be non-negative (e.g. relu=True, as the ReLU-cosine models "
+                         "HSNet and DMTNet use), or use softmax=True")

@@ -14,6 +14,9 @@ from torch import nn
 BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320)
 BLOCK_STRIDES = (2, 4, 4, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32)
 STAGE_ENDS = (2, 4, 10, 15)  # strides 4, 8, 16, 32; channels 24, 40, 112, 320
+# The smallest image side the network accepts: below it a stride-32 stage's 5×5 convolution sees a grid
+# smaller than its kernel (torch: "Kernel size can't be greater than actual input size").
+MIN_IMAGE_SIDE = 32
 
 
 class LiteBackbone(nn.Module):
@@ -44,6 +47,9 @@ class LiteBackbone(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.dim() != 4 or min(x.shape[-2:]) < MIN_IMAGE_SIDE:
+            raise ValueError(f"EfficientNet-Lite0 needs images [B, 3, H, W] with H, W >= {MIN_IMAGE_SIDE}, "
+                             f"got {tuple(x.shape)}")
         net = self.net
         h = net._swish(net._bn0(net._conv_stem(x.contiguous(memory_format=torch.channels_last))))
         out = []

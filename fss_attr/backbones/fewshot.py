@@ -84,10 +84,13 @@ def build_backbone(name: str, grid: tuple[int, int] = (5, 5)) -> nn.Module:
     raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
 
 
+MIN_IMAGE_SIDE = 16   # four 2× poolings leave at least one cell
+
+
 def _check_images(x) -> torch.Tensor:
-    check_tensor("images", x, ndim=4, floating=True)
-    if x.shape[1] != 3 or min(x.shape[-2:]) < 16:
-        raise ValueError(f"images must be [B, 3, H, W] with H, W >= 16, got {tuple(x.shape)}")
+    check_tensor("images", x, ndim=4, floating=True, finite=True)
+    if x.shape[1] != 3 or min(x.shape[-2:]) < MIN_IMAGE_SIDE:
+        raise ValueError(f"images must be [B, 3, H, W] with H, W >= {MIN_IMAGE_SIDE}, got {tuple(x.shape)}")
     return x.contiguous(memory_format=torch.channels_last)
 
 

@@ -155,7 +155,7 @@ class PatchMerging(nn.Module):
         (h, w), (k, _, c) = self.resolution, x.shape
         x = x.view(k, h, w, c)
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.reduction(self.norm(x.view(k, -1, 4 * c)))
+        return self.reduction(self.norm(x.flatten(1, 2)))
 
 
 class SwinStage(nn.Module):
@@ -227,7 +227,7 @@ class SwinTransformer(nn.Module):
             for block in stage.blocks:
                 x = block(x)
                 bh, bw = block.resolution
-                feats.append(x.view(k, bh, bw, -1).permute(0, 3, 1, 2))
+                feats.append(x.view(k, bh, bw, x.shape[-1]).permute(0, 3, 1, 2))
             if stage.downsample is not None:
                 x = stage.downsample(x)
         return feats

@@ -42,6 +42,11 @@ def superpixels(images: torch.Tensor, n_segments: int = 50, compactness: float =
 def weighted_ridge(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, ridge: float) -> torch.Tensor:
     """Coefficients β [S] of min_β,c Σ_i w_i (y_i − c − x_i·β)² + ridge·|β|² (float64).
 
+    With ``ridge`` > 0 the normal equations are positive definite and solved directly. With ``ridge`` = 0 and
+    fewer informative samples than features (n − 1 < S, or repeated samples) they are singular: then β is
+    the minimum-norm least-squares solution (the pseudo-inverse, as ``numpy.linalg.lstsq``), which the
+    solve falls back to whenever it reports a singular system.
+
     Args:
         x: [n, S]; y: [n]; w: [n] non-negative sample weights (not all zero).
     """
@@ -50,7 +55,12 @@ def weighted_ridge(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, ridge: flo
     xc = x - (wn[:, None] * x).sum(0)
     yc = y - (wn * y).sum()
     gram = xc.T @ (w[:, None] * xc) + ridge * torch.eye(x.shape[1], dtype=torch.float64, device=x.device)
-    return torch.linalg.solve(gram, xc.T @ (w * yc))
+    rhs = xc.T @ (w * yc)
+    if ridge > 0:
+        beta, info = torch.linalg.solve_ex(gram, rhs)
+        if int(info) == 0 and bool(torch.isfinite(beta).all()):
+            return beta
+    return torch.linalg.pinv(gram, hermitian=True) @ rhs
 
 
 class Lime(SupportExplainer):

@@ -10,10 +10,15 @@ HELP = "explain LiteMatcher on a controlled episode with AffEx (3 variants); wri
 
 
 def add_arguments(parser):
-    parser.add_argument("--seed", type=int, default=0, help="episode seed (default 0)")
-    parser.add_argument("--shots", type=int, default=5, help="support images (default 5)")
-    parser.add_argument("--size", type=int, default=192, help="image side in pixels (default 192)")
-    parser.add_argument("--backend", default="auto", help="auto, literal, torch, cpu or cuda (default auto)")
+    from fss_attr.backbones.efficientnet import MIN_IMAGE_SIDE
+    from fss_attr.ops import BACKENDS
+    from fss_attr.validation import option_int
+
+    parser.add_argument("--seed", type=option_int(0), default=0, help="episode seed >= 0 (default 0)")
+    parser.add_argument("--shots", type=option_int(1), default=5, help="support images, >= 1 (default 5)")
+    parser.add_argument("--size", type=option_int(MIN_IMAGE_SIDE, what="EfficientNet-Lite0's smallest input"),
+                        default=192, help=f"image side in pixels, >= {MIN_IMAGE_SIDE} (default 192)")
+    parser.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS, help="default auto")
     parser.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
 
 
@@ -26,8 +31,14 @@ def run(args) -> int:
     from fss_attr.metrics.scores import foreground_iou
     from fss_attr.models.lite_matcher import LiteMatcher
     from fss_attr.ops import resolve_backend
-    from fss_attr.viz import plot_explanations
+    from fss_attr.validation import OptionError, check_output_folder
+    from fss_attr.viz import plot_explanations, signed_evidence
 
+    check_output_folder("--out", args.out)
+    try:
+        resolve_backend(args.backend, torch.device("cpu"))
+    except (RuntimeError, ValueError) as e:
+        raise OptionError(f"--backend: {e}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -52,7 +63,10 @@ def run(args) -> int:
         scores[variant] = {"relevance_mass_in_evidence": float(relevance_mass(ex.maps, episode.support_evidence)[0]),
                            "pointing_game_hit": bool(pointing_game(ex.maps, episode.support_evidence)[0])}
     evidence_share = float(episode.support_evidence.sum() / episode.support_evidence[0].numel())
-    figure = plot_explanations(episode, explanations, out / "figure.png",
+    explainer = AffinityExplainer("signed", backend=backend)
+    signed = {"signed": signed_evidence(explanations["unmasked"].maps, episode.support_masks, explainer.blur_kernel,
+                                        explainer.blur_sigma)}
+    figure = plot_explanations(episode, explanations, out / "figure.png", signed=signed,
                                title=f"LiteMatcher, class '{episode.meta['class_name']}', {args.shots}-shot, "
                                      f"query IoU {iou:.2f}, AffEx on {backend}")
     report = {"class_name": episode.meta["class_name"], "seed": args.seed, "shots": args.shots,

@@ -27,7 +27,7 @@ HELP = "explainers × metrics over N episodes: per-episode CSV, JSON summary, ma
 
 DEFAULT_EXPLAINERS = ("random", "gaussnoise", "saliency", "ig", "deeplift", "gradientshap", "lime",
                       "affex-unmasked", "affex-masked", "affex-signed")
-MODEL_MIN_SIZE = {"LiteMatcher": 32}     # EfficientNet-Lite0's last stage needs a 32-pixel input at least
+MODEL_MIN_SIZE = {"LiteMatcher": 32}     # backbones.efficientnet.MIN_IMAGE_SIDE: the last stage needs 32 pixels
 TABLE_A = ("random", "gaussnoise", "saliency", "ig", "guidedig", "blurig", "xrai", "deeplift", "lime",
            "affex-unmasked", "affex-masked", "affex-signed")          # the paper's Table A, in its order
 

@@ -5,56 +5,74 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fss_attr.validation import option_float, option_int
+
 NAME = "rcn"
-HELP = ("Region Comparison Network for few-shot classification: train (episodic), evaluate (accuracy ± 95%% "
-        "interval), explain (Region Activation Mapping figure of an episode, with AffEx for comparison)")
+HELP = ("Region Comparison Network for few-shot classification: train (episodic), evaluate (accuracy with a "
+        "95 percent confidence interval), explain (Region Activation Mapping figure of an episode, with AffEx for "
+        "comparison)")
 
 
 def _data_arguments(p) -> None:
+    from fss_attr.backbones.fewshot import MIN_IMAGE_SIDE
+
     p.add_argument("--data", default="controlled", choices=("controlled", "miniimagenet", "cifarfs"),
                    help="episode source (default controlled: classes rendered offline from bundled photos)")
     p.add_argument("--root", default=None, help="data set folder for miniimagenet / cifarfs")
-    p.add_argument("--images-per-class", type=int, default=600, help="controlled images per class (default 600)")
-    p.add_argument("--image-size", type=int, default=84, help="image side in pixels (default 84)")
-    p.add_argument("--cache", default="outputs/rcn/cache", help="cache folder of rendered controlled pools")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--way", type=int, default=5, help="classes per episode (default 5)")
+    p.add_argument("--images-per-class", type=option_int(1), default=600,
+                   help="controlled images per class (default 600)")
+    p.add_argument("--image-size", type=option_int(MIN_IMAGE_SIDE, what="the few-shot backbones' smallest input"),
+                   default=84, help=f"image side in pixels, >= {MIN_IMAGE_SIDE} (default 84)")
+    p.add_argument("--cache", default=None,
+                   help="cache folder of rendered controlled pools (default: $FSS_ATTR_CACHE/controlled_pools, else "
+                        "$XDG_CACHE_HOME/fss_attr/controlled_pools, i.e. ~/.cache/fss_attr/controlled_pools)")
+    p.add_argument("--threads", type=option_int(0), default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--way", type=option_int(2), default=5, help="classes per episode (default 5)")
 
 
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     t = sub.add_parser("train", help="episodic training; writes a checkpoint and a JSON history")
     _data_arguments(t)
-    t.add_argument("--method", default="rcn", choices=("rcn", "protonet"))
-    t.add_argument("--backbone", default="conv4", choices=("conv4", "resnet12"))
-    t.add_argument("--shots", type=int, nargs="+", default=[1], help="shots of training episodes, cycled (default 1)")
-    t.add_argument("--queries", type=int, default=6, help="query images per class in training (default 6)")
-    t.add_argument("--episodes", type=int, default=1000, help="training episodes (default 1000)")
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--val-every", type=int, default=250, help="validate every N episodes, keep the best (0: never)")
-    t.add_argument("--val-episodes", type=int, default=200)
-    t.add_argument("--val-images-per-class", type=int, default=200,
+    t.add_argument("--method", default="rcn", choices=("rcn", "protonet"),
+                   help="rcn: Region Comparison Network; protonet: the prototypical-network baseline (default rcn)")
+    t.add_argument("--backbone", default="conv4", choices=("conv4", "resnet12"),
+                   help="feature extractor, a 5×5 grid at 84 px (default conv4)")
+    t.add_argument("--shots", type=option_int(1), nargs="+", default=[1],
+                   help="shots of training episodes, cycled (default 1)")
+    t.add_argument("--queries", type=option_int(1), default=6, help="query images per class in training (default 6)")
+    t.add_argument("--episodes", type=option_int(1), default=1000, help="training episodes (default 1000)")
+    t.add_argument("--lr", type=option_float(0.0, exclusive=True), default=1e-3,
+                   help="Adam learning rate (default 1e-3)")
+    t.add_argument("--seed", type=option_int(0), default=0,
+                   help="training episode and weight initialisation seed (default 0)")
+    t.add_argument("--val-every", type=option_int(0), default=250,
+                   help="validate every N episodes, keep the best (0: never)")
+    t.add_argument("--val-episodes", type=option_int(1), default=200,
+                   help="validation episodes per shot count, 15 queries per class (default 200)")
+    t.add_argument("--val-images-per-class", type=option_int(1), default=200,
                    help="controlled validation images per class (default 200)")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the backbone (CPU)")
     t.add_argument("--out", default="outputs/rcn/rcn_conv4.pt", help="checkpoint path (.pt; a .json beside it)")
-    e = sub.add_parser("evaluate", help="accuracy ± 95%% interval over test episodes")
+    e = sub.add_parser("evaluate", help="accuracy (%%) with its 95%% confidence interval over test episodes")
     _data_arguments(e)
     e.add_argument("--weights", nargs="+", required=True, help="checkpoints written by `fss-attr rcn train`")
-    e.add_argument("--shots", type=int, nargs="+", default=[1, 5])
-    e.add_argument("--queries", type=int, default=15, help="query images per class (default 15)")
-    e.add_argument("--episodes", type=int, default=600, help="test episodes (default 600)")
-    e.add_argument("--seed", type=int, default=1, help="test episode seed (default 1)")
-    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--shots", type=option_int(1), nargs="+", default=[1, 5],
+                   help="support images per class; one accuracy per value (default 1 5)")
+    e.add_argument("--queries", type=option_int(1), default=15, help="query images per class (default 15)")
+    e.add_argument("--episodes", type=option_int(1), default=600, help="test episodes (default 600)")
+    e.add_argument("--seed", type=option_int(0), default=1, help="test episode seed (default 1)")
+    e.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="class split the episodes come from (default test)")
     e.add_argument("--json", default=None, help="also write the results here")
     x = sub.add_parser("explain", help="RAM figure (PNG) and JSON of one test episode")
     _data_arguments(x)
     x.add_argument("--weights", required=True, help="an RCN checkpoint")
-    x.add_argument("--shots", type=int, default=1)
-    x.add_argument("--episode", type=int, default=0, help="test episode index (default 0)")
-    x.add_argument("--query", type=int, default=0, help="query index within the episode (default 0)")
-    x.add_argument("--seed", type=int, default=1, help="test episode seed (default 1)")
-    x.add_argument("--category-episodes", type=int, default=100,
+    x.add_argument("--shots", type=option_int(1), default=1, help="support images per class (default 1)")
+    x.add_argument("--episode", type=option_int(0), default=0, help="test episode index (default 0)")
+    x.add_argument("--query", type=option_int(0), default=0, help="query index within the episode (default 0)")
+    x.add_argument("--seed", type=option_int(0), default=1, help="test episode seed (default 1)")
+    x.add_argument("--category-episodes", type=option_int(0), default=100,
                    help="episodes for the category-level view of the query's class (0: skip; default 100)")
     x.add_argument("--affex-region", default="evidence", choices=("evidence", "matched", "all", "object"),
                    help="AffEx's query region R: 'evidence' (default): the query cells holding more than a uniform "
@@ -64,9 +82,32 @@ def add_arguments(parser) -> None:
     x.add_argument("--out", default="outputs/rcn/ram.png", help="figure path (a .json beside it)")
 
 
+def _check_options(args) -> None:
+    """Options that argparse cannot check alone, before any data or model loads."""
+    from fss_attr.validation import OptionError
+
+    if args.data == "controlled" and args.root is not None:
+        raise OptionError("--root does not apply to --data controlled (the classes are rendered offline)")
+    if args.data != "controlled" and args.root is None:
+        raise OptionError(f"--data {args.data} needs --root, the data set folder")
+    if args.root is not None and not Path(args.root).is_dir():
+        raise OptionError(f"--root {args.root} is not a folder")
+    weights = getattr(args, "weights", None)
+    for w in [weights] if isinstance(weights, str) else weights or []:
+        if not Path(w).is_file():
+            raise OptionError(f"--weights {w} does not exist")
+    if args.action == "explain" and args.query >= args.way * 15:
+        raise OptionError(f"--query must be in 0..{args.way * 15 - 1} ({args.way}-way episodes, 15 queries per "
+                          f"class)")
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).is_dir():
+        raise OptionError(f"--out {out} is a folder; expected a file path")
+
+
 def run(args) -> int:
     import torch
 
+    _check_options(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     return {"train": _train, "evaluate": _evaluate, "explain": _explain}[args.action](args)
@@ -75,15 +116,17 @@ def run(args) -> int:
 def _pool(args, split, images_per_class=None):
     from fss_attr.data.classification.sources import open_pool
 
+    from fss_attr.data.classification.controlled import default_cache_dir
+
     return open_pool(args.data, split, args.root, (args.image_size, args.image_size),
-                     images_per_class or args.images_per_class, cache_dir=args.cache)
+                     images_per_class or args.images_per_class, cache_dir=args.cache or default_cache_dir())
 
 
 def _train(args) -> int:
     import torch
 
-    from fss_attr.fewshot.checkpoint import build_model, save_checkpoint
-    from fss_attr.fewshot.train import TrainConfig, train_episodic
+    from fss_attr.fewshot.checkpoint import build_model
+    from fss_attr.fewshot.train import TrainConfig, train_episodic, write_training
 
     config = TrainConfig(n_way=args.way, shots=tuple(args.shots), n_query=args.queries, episodes=args.episodes,
                          lr=args.lr, seed=args.seed, val_every=args.val_every, val_episodes=args.val_episodes,
@@ -93,19 +136,15 @@ def _train(args) -> int:
     torch.manual_seed(args.seed)
     model = build_model(args.method, backbone=args.backbone)
     result = train_episodic(model, train_pool, config, val_pool)
-    info = {"data": args.data, "train_classes": list(train_pool.classes),
-            "config": vars(config) | {"shots": list(config.shots)}, "seconds": result.seconds,
-            "cpu_seconds": result.cpu_seconds, "best_episode": result.best_episode,
-            "validation": {str(k): {str(s): a for s, a in v.items()} for k, v in result.validation.items()}}
-    path = save_checkpoint(model, args.out, **info)
-    Path(path).with_suffix(".json").write_text(json.dumps(info | {"losses": result.losses,
-                                                                  "accuracies": result.accuracies}, indent=1))
+    path, record = write_training(model, result, config, args.out, data=args.data,
+                                  train_classes=list(train_pool.classes))
     n = max(1, len(result.losses) // 10)
     first, last = sum(result.losses[:n]) / n, sum(result.losses[-n:]) / n
     print(f"{args.method} ({args.backbone}) trained on {len(train_pool.classes)} classes, {args.episodes} episodes "
           f"in {result.seconds / 60:.1f} min ({result.cpu_seconds / 60:.1f} CPU min); loss first/last 10%: "
           f"{first:.4f} / {last:.4f}; kept episode {result.best_episode}")
     print(f"checkpoint: {path}")
+    print(f"history: {record}")
     return 0
 
 

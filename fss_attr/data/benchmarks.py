@@ -4,12 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from fss_attr.data.episode_list import (EpisodeSpec, episode_from_spec, iterate_episodes, load_episode_list,
-                                        sample_episodes, save_episode_list)
+from fss_attr.data.episode_list import (EpisodeSpec, count_queries, episode_from_spec, iterate_episodes,
+                                        load_episode_list, sample_episodes, save_episode_list)
 from fss_attr.data.episode import Episode
 
-__all__ = ["EpisodeSpec", "sample_episodes", "save_episode_list", "load_episode_list", "episode_from_spec",
-           "iterate_episodes", "open_source", "load_episodes", "read_any_episode_list"]
+__all__ = ["EpisodeSpec", "count_queries", "sample_episodes", "save_episode_list", "load_episode_list",
+           "episode_from_spec", "iterate_episodes", "open_source", "load_episodes", "read_any_episode_list"]
 
 
 def open_source(name: str, root: str | Path, fold: int | str, split: str = "val", **options):
@@ -28,12 +28,15 @@ def open_source(name: str, root: str | Path, fold: int | str, split: str = "val"
 
 
 def load_episodes(name: str, root: str | Path, fold: int, n: int = 1000, seed: int = 42, shots: int = 1,
-                  size: tuple[int, int] = (384, 384), episode_list: str | Path | None = None) -> Iterator[Episode]:
+                  size: tuple[int, int] = (384, 384), episode_list: str | Path | None = None,
+                  repeat: bool = False) -> Iterator[Episode]:
     """Episodes of a benchmark fold, 1-way, batch 1, resized to ``size``.
 
     With ``episode_list`` an existing CSV is replayed exactly (its first ``n`` episodes, which must have
     ``shots`` supports); a path that does not exist yet is written with the sampled list (seeded, so runs
-    repeat), so later runs read the same episodes.
+    repeat), so later runs read the same episodes. ``repeat``: allow ``n`` above the fold's number of distinct
+    queries (see :func:`fss_attr.data.episode_list.sample_episodes`, which otherwise refuses and says how many
+    there are).
     """
     source = open_source(name, root, fold)
     if episode_list is not None and Path(episode_list).is_file():
@@ -45,7 +48,7 @@ def load_episodes(name: str, root: str | Path, fold: int, n: int = 1000, seed: i
         if bad:
             raise ValueError(f"episode_list {episode_list} has episodes with {bad} supports, expected shots={shots}")
     else:
-        specs = sample_episodes(source, n, shots, seed)
+        specs = sample_episodes(source, n, shots, seed, repeat)
         if episode_list is not None:
             save_episode_list(specs, episode_list)
     return iterate_episodes(source, specs, size)

@@ -16,7 +16,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 N_FOLDS = 4
 SMALL_AREA = 2 * 32 * 32     # the AffEx paper's small-annotation threshold (COCO "area", pixels)
@@ -63,8 +62,11 @@ class Coco20i:
         ann = self.root / "annotations" / f"instances_{self.year_split}.json"
         if not ann.is_file():
             raise FileNotFoundError(f"COCO-20i root {self.root} has no {ann.relative_to(self.root)}")
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.coco = COCO(str(ann))
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.coco = COCO(str(ann))
+        except (ValueError, KeyError, TypeError, AssertionError) as e:     # JSONDecodeError is a ValueError
+            raise ValueError(f"{ann} is not a COCO annotation file ({type(e).__name__}: {e})") from e
         self.cat_ids = sorted(self.coco.getCatIds())
         if len(self.cat_ids) != 80:
             raise ValueError(f"{ann} has {len(self.cat_ids)} categories; COCO-20i needs the 80 COCO categories")
@@ -78,6 +80,12 @@ class Coco20i:
                 if (self.include_crowd or not a.get("iscrowd", 0))
                 and not (self.remove_small_annotations and a.get("area", 0) < SMALL_AREA)]
 
+    def class_name(self, class_id: int) -> str:
+        """The COCO category name of class index ``class_id`` (0..79, in the order of the COCO ids)."""
+        if isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)) or not 0 <= class_id < 80:
+            raise ValueError(f"class_id must be an int in 0..79 for COCO-20i, got {class_id!r}")
+        return self.coco.loadCats(self.cat_ids[int(class_id)])[0]["name"]
+
     def image_class_pairs(self) -> list[tuple[str, int]]:
         pairs = []
         filtered = self.remove_small_annotations or not self.include_crowd
@@ -88,9 +96,23 @@ class Coco20i:
         return pairs
 
     def load(self, image_id: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB [H, W, 3] uint8, class mask [H, W] bool). Segmentations are decoded by
+        :func:`fss_attr.sat.segments.decode_segmentation` (degenerate polygons dropped, an empty one adds
+        nothing, a malformed RLE raises ValueError naming the annotation file and id)."""
+        from fss_attr.data.images import read_rgb
+        from fss_attr.sat.segments import decode_segmentation
+
         info = self.coco.loadImgs(int(image_id))[0]
-        rgb = np.array(Image.open(self.root / self.year_split / info["file_name"]).convert("RGB"))
-        mask = np.zeros((info["height"], info["width"]), dtype=bool)
+        rgb = read_rgb(self.root / self.year_split / info["file_name"])
+        h, w = info["height"], info["width"]
+        if rgb.shape[:2] != (h, w):
+            raise ValueError(f"{self.root / self.year_split / info['file_name']}: the image is "
+                             f"{rgb.shape[0]}×{rgb.shape[1]}, the annotations say {h}×{w}")
+        mask = np.zeros((h, w), dtype=bool)
+        ann_file = self.root / "annotations" / f"instances_{self.year_split}.json"
         for ann in self._annotations(int(image_id), class_id):
-            mask |= self.coco.annToMask(ann).astype(bool)
+            seg = ann.get("segmentation", [])
+            if isinstance(seg, list) and seg and all(isinstance(p, list) and len(p) < 6 for p in seg):
+                continue                   # no polygon with 3 points: no area; skipped, as Detectron does
+            mask |= decode_segmentation(seg, h, w, f"{ann_file}: annotation id {ann.get('id')}")
         return rgb, mask

@@ -34,12 +34,18 @@ class Episode:
     query_ignore: torch.Tensor | None = None
 
     def __post_init__(self):
-        check_tensor("query", self.query, ndim=4, floating=True)
+        check_tensor("query", self.query, ndim=4, floating=True, finite=True)
         b, c, h, w = self.query.shape
         if c != 3:
             raise ValueError(f"query must be [B, 3, H, W], got {tuple(self.query.shape)}")
-        check_tensor("support_images", self.support_images, ndim=5, floating=True, device=self.query.device)
+        if h < 1 or w < 1:
+            raise ValueError(f"query must have an image size of at least 1×1, got {h}×{w}")
+        check_tensor("support_images", self.support_images, ndim=5, floating=True, finite=True,
+                     device=self.query.device)
         n = self.support_images.shape[1]
+        if n < 1:
+            raise ValueError(f"support_images must hold at least one shot (N >= 1), got shape "
+                             f"{tuple(self.support_images.shape)}")
         if tuple(self.support_images.shape) != (b, n, 3, h, w):
             raise ValueError(f"support_images must be [B, N, 3, H, W] = [{b}, N, 3, {h}, {w}], "
                              f"got {tuple(self.support_images.shape)}")

@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from fss_attr.data.images import read_image, read_rgb
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
            "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
@@ -52,16 +53,24 @@ class Pascal5i:
             raise FileNotFoundError(f"PASCAL-5i root {self.root} has no SegmentationClassAug/ or SegmentationClass/")
         self._pairs = None
 
+    def class_name(self, class_id: int) -> str:
+        """The PASCAL VOC name of class ``class_id`` (1..20), e.g. 1 -> "aeroplane"."""
+        if isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)) or not 1 <= class_id <= 20:
+            raise ValueError(f"class_id must be an int in 1..20 for PASCAL-5i, got {class_id!r}")
+        return CLASSES[int(class_id) - 1]
+
     def _label(self, image_id: str) -> np.ndarray:
-        return np.array(Image.open(self.mask_dir / f"{image_id}.png"))
+        return read_image(self.mask_dir / f"{image_id}.png")
 
     def image_class_pairs(self) -> list[tuple[str, int]]:
         if self._pairs is None:
             split_file = self.root / "splits" / "pascal" / self.split / f"fold{self.fold}.txt"
             if split_file.is_file():
                 pairs = []
-                for line in split_file.read_text().split():
-                    image_id, cls = line.split("__")
+                for k, line in enumerate(split_file.read_text().split()):
+                    image_id, _, cls = line.rpartition("__")
+                    if not image_id or not cls.isdigit():
+                        raise ValueError(f"{split_file}: entry {k + 1} is {line!r}, expected <image id>__<class>")
                     pairs.append((image_id, int(cls)))
             else:
                 pairs = self._scan()
@@ -79,8 +88,13 @@ class Pascal5i:
         return pairs
 
     def load(self, image_id: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
-        rgb = np.array(Image.open(self.root / "JPEGImages" / f"{image_id}.jpg").convert("RGB"))
-        return rgb, self._label(image_id) == class_id
+        """(RGB [H, W, 3] uint8, class mask [H, W] bool); a file that cannot be read raises naming it."""
+        path = self.root / "JPEGImages" / f"{image_id}.jpg"
+        rgb, label = read_rgb(path), self._label(image_id)
+        if rgb.shape[:2] != label.shape[:2]:
+            raise ValueError(f"{path} is {rgb.shape[0]}×{rgb.shape[1]} but its label "
+                             f"{self.mask_dir / (image_id + '.png')} is {label.shape[0]}×{label.shape[1]}")
+        return rgb, label == class_id
 
     def load_ignore(self, image_id: str, class_id: int) -> np.ndarray:
         """bool [H, W]: the pixels labelled 255 ("ignore", the object boundary band), which every IoU leaves

@@ -198,7 +198,8 @@ def evaluate_episodes(model, episodes: Iterable, explainers: Mapping[str, object
                 t1 = time.perf_counter()
                 if flags is None:
                     empty = not bool(explanation.prediction.any())
-                    degenerate = _degenerate(explanation.region) or bool(getattr(explanation, "degenerate", False))
+                    flagged = getattr(explanation, "degenerate", None)
+                    degenerate = _degenerate(explanation.region) or (flagged is not None and bool(torch.as_tensor(flagged).any()))
                     flags = {"empty_prediction": int(empty), "degenerate": int(degenerate)}
                 values = evaluate(scoring_model, episode, explanation.maps.to(torch.float64), use,
                                   region=explanation.region, steps=config.steps,

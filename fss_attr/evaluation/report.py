@@ -77,33 +77,75 @@ def markdown_table(summary: dict, columns=TABLE_COLUMNS, scale: float = 100.0) -
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(curves: dict[str, dict[str, list[float]]], path: str | Path, title: str = "") -> Path:
-    """PNG of mean curves: ``curves[explainer][curve name]`` -> mean values; one panel per curve name
-    ("iauc", "dauc", "iauc@1%", ...), x = fraction of the curve's range."""
-    plt = pyplot()
+CURVE_PANELS = {"iauc": ("insertion (IAUC)", "fraction of support pixels inserted", "foreground IoU"),
+                "dauc": ("deletion (DAUC)", "fraction of support pixels deleted", "foreground IoU"),
+                "image_iauc": ("image insertion", "fraction of support images inserted", "foreground IoU"),
+                "image_dauc": ("image deletion", "fraction of support images deleted", "foreground IoU")}
 
+
+def _panel(kind: str) -> tuple[str, str, str]:
+    if kind in CURVE_PANELS:
+        return CURVE_PANELS[kind]
+    p = kind[5:-1]
+    return (f"insertion of the top {p}% (IAUC@{p}%)", "fraction of support pixels inserted",
+            "confidence (mean foreground\nprobability over R)")
+
+
+def curves_figure(curves: dict[str, dict[str, list[float]]], title: str = ""):
+    """The figure of :func:`plot_curves` (a matplotlib Figure, not saved)."""
+    from fss_attr.metrics.fss import curve_positions
+
+    plt = pyplot()
     names = ordered(curves)
-    kinds = [k for k in ("iauc", "dauc", "iauc@1%", "image_iauc", "image_dauc")
-             if any(k in curves[n] for n in names)]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.6), squeeze=False)
-    labels = {"iauc": "insertion, IoU", "dauc": "deletion, IoU", "iauc@1%": "insertion of top 1%, confidence",
-              "image_iauc": "image insertion, IoU", "image_dauc": "image deletion, IoU"}
-    for ax, k in zip(axes[0], kinds):
-        for n in names:
+    if not names:
+        raise ValueError("curves must hold at least one explainer")
+    known = ("iauc", "dauc", "image_iauc", "image_dauc")
+    kinds = [k for k in ("iauc", "dauc") if any(k in curves[n] for n in names)]
+    kinds += sorted({k for n in names for k in curves[n] if k.startswith("iauc@") and k.endswith("%")})
+    kinds += [k for k in known[2:] if any(k in curves[n] for n in names)]
+    if not kinds:
+        raise ValueError(f"curves hold no known curve ({', '.join(known)}, iauc@<p>%)")
+    ncols = min(3, len(kinds))
+    nrows = -(-len(kinds) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.7 * ncols + 1.6, 3.1 * nrows + 0.3), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(kinds):]:
+        ax.set_visible(False)
+    handles = {}
+    for ax, k in zip(axes.flat, kinds):
+        for i, n in enumerate(names):
             if k in curves[n]:
-                ys = curves[n][k]
-                xs = [i / (len(ys) - 1) for i in range(len(ys))] if len(ys) > 1 else [0.0]
-                style = "-" if n.startswith("affex") else "--"
-                ax.plot(xs, ys, style, label=DISPLAY.get(n, n), lw=1.6 if n.startswith("affex") else 1.0)
-        ax.set_title(labels.get(k, k))
-        ax.set_xlabel("fraction of the curve" if k != "iauc@1%" else "fraction of the top 1%")
+                ys = list(curves[n][k])
+                xs = curve_positions(k, len(ys))
+                affex = n.startswith("affex")
+                line, = ax.plot(xs, ys, "-" if affex else "--", color=f"C{i % 10}", lw=1.6 if affex else 1.0,
+                                marker="o" if len(ys) <= 12 else None, ms=3, label=DISPLAY.get(n, n))
+                handles.setdefault(n, line)
+        heading, xlabel, ylabel = _panel(k)
+        ax.set_title(heading, fontsize=10)
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.set_xlim(0, max(curve_positions(k, 2 if k not in ("iauc", "dauc") else 1)))
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("mean score")
-    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.legend([handles[n] for n in names if n in handles], [DISPLAY.get(n, n) for n in names if n in handles],
+               loc="outside right center", fontsize=8, title="explainer", title_fontsize=8)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=120, tight=False)
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_curves(curves: dict[str, dict[str, list[float]]], path: str | Path, title: str = "") -> Path:
+    """PNG of mean insertion/deletion curves: ``curves[explainer][curve name]`` -> mean values over episodes.
+
+    One panel per curve name ("iauc", "dauc", "iauc@<p>%", "image_iauc", "image_dauc"), each point placed at
+    the state it holds (:func:`fss_attr.metrics.fss.curve_positions`: the IAUC/DAUC curves skip state 0, so
+    their first point lies at 1/T of the support pixels), x the fraction of support pixels (or images) moved,
+    y the score (foreground IoU, or confidence for IAUC@p%); one legend for all panels, beside them.
+
+    Raises:
+        ValueError: no explainer, no known curve name, or a curve too short for its name.
+    """
+    return save_figure(curves_figure(curves, title), path, dpi=110, tight=False)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -29,10 +29,10 @@ def save_checkpoint(model: FewShotClassifier, path: str | Path, **info) -> Path:
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[FewShotClassifier, dict]:
     """(model in eval mode, info) from a file written by :func:`save_checkpoint`."""
+    from fss_attr.models.checkpoint import read_torch_file
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    data = torch.load(path, map_location=map_location, weights_only=True)
+    data = read_torch_file(path, map_location)
     if not isinstance(data, dict) or not {"method", "config", "state_dict"} <= set(data):
         raise ValueError(f"{path} is not an fss_attr few-shot checkpoint (method, config, state_dict)")
     model = build_model(data["method"], **data["config"])

@@ -44,8 +44,8 @@ class FewShotClassifier(nn.Module):
 
 
 def check_episode_images(support, query) -> None:
-    check_tensor("support", support, ndim=5, floating=True)
-    check_tensor("query", query, ndim=4, floating=True, dtype=support.dtype, device=support.device)
+    check_tensor("support", support, ndim=5, floating=True, finite=True)
+    check_tensor("query", query, ndim=4, floating=True, dtype=support.dtype, device=support.device, finite=True)
     if support.shape[2] != 3 or query.shape[1] != 3 or support.shape[-2:] != query.shape[-2:]:
         raise ValueError(f"support must be [n_way, K, 3, H, W] and query [Qn, 3, H, W] of one size, got "
                          f"{tuple(support.shape)} and {tuple(query.shape)}")
@@ -53,8 +53,9 @@ def check_episode_images(support, query) -> None:
 
 def check_episode_features(support, query) -> None:
     """support [n_way, K, C, h, w] and query [Qn, C, h, w] with the same C, h, w, dtype and device."""
-    check_tensor("support features", support, ndim=5, floating=True)
-    check_tensor("query features", query, ndim=4, floating=True, dtype=support.dtype, device=support.device)
+    check_tensor("support features", support, ndim=5, floating=True, finite=True)
+    check_tensor("query features", query, ndim=4, floating=True, dtype=support.dtype, device=support.device,
+                 finite=True)
     if support.shape[2:] != query.shape[1:]:
         raise ValueError(f"support features [n_way, K, C, h, w] and query features [Qn, C, h, w] must share "
                          f"C, h, w: got {tuple(support.shape)} and {tuple(query.shape)}")

@@ -112,7 +112,7 @@ def matched_region(output: RCNOutput, labels: torch.Tensor, out_size: tuple[int,
     share = 1.0 / r if min_share is None else float(min_share)
     cells = hits & (mass > share * mass.sum(1, keepdim=True))
     cells |= mass == mass.amax(1, keepdim=True)
-    up = F.interpolate(cells.view(qn, 1, *output.grid).float(), size=tuple(out_size), mode="nearest")
+    up = F.interpolate(cells.view(qn, 1, *output.grid).float(), size=tuple(out_size), mode="nearest-exact")
     return up[:, 0] > 0.5
 
 

@@ -55,8 +55,9 @@ def compare_regions(query: torch.Tensor, support: torch.Tensor, backend: str = "
     One :func:`fss_attr.ops.correlation` call covers all Qn·S pairs: the Qn query grids are stacked along
     the height into one [1, C, Qn·h, w] map, matched against the S support grids [1, S, C, hs, ws].
     """
-    check_tensor("query features", query, ndim=4, floating=True)
-    check_tensor("support features", support, ndim=4, floating=True, dtype=query.dtype, device=query.device)
+    check_tensor("query features", query, ndim=4, floating=True, finite=True)
+    check_tensor("support features", support, ndim=4, floating=True, dtype=query.dtype, device=query.device,
+                 finite=True)
     if support.shape[1] != query.shape[1]:
         raise ValueError(f"query [Qn, C, h, w] and support [S, C, h, w] features must share C, got "
                          f"{tuple(query.shape)} and {tuple(support.shape)}")

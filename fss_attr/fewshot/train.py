@@ -3,8 +3,10 @@ with Adam, optionally keeping the weights that score best on a validation split.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -66,7 +68,9 @@ class TrainResult:
 
 def train_episodic(model, pool: ImagePool, config: TrainConfig, val_pool: ImagePool | None = None,
                    progress: bool = True) -> TrainResult:
-    """Train ``model`` in place on episodes of ``pool`` (see :class:`TrainConfig`); returns the history.
+    """Train ``model`` in place on episodes of ``pool`` (see :class:`TrainConfig`); returns the history and
+    writes nothing (:func:`write_training` saves the model and the history). ``progress``: a tqdm bar and the
+    validation accuracies on stderr/stdout; ``False`` is silent.
 
     With ``val_pool`` and ``config.val_every``, the model ends with the weights of the best mean validation
     accuracy over ``config.shots`` (the final weights when no validation ran).
@@ -107,10 +111,39 @@ def train_episodic(model, pool: ImagePool, config: TrainConfig, val_pool: ImageP
             if mean > best[0]:
                 best = (mean, copy.deepcopy(model.state_dict()))
                 result.best_episode = done
-            bar.write(f"episode {done}: validation accuracy {accs} (best after episode {result.best_episode})")
+            if progress:
+                bar.write(f"episode {done}: validation accuracy {accs} (best after episode {result.best_episode})")
     if best[1] is not None:
         model.load_state_dict(best[1])
     model.eval()
     result.seconds = time.perf_counter() - start
     result.cpu_seconds = time.process_time() - cpu_start
     return result
+
+
+def training_report(result: TrainResult, config: TrainConfig, **context) -> dict:
+    """The JSON-ready record of a training run: ``context`` (plain values, e.g. the data source and its
+    classes), the configuration, wall and CPU seconds, the kept episode, the validation accuracies (% by
+    episode, then by shot count, keys as strings) and the per-episode "losses" and "accuracies" (fractions)."""
+    return {**context, "config": vars(config) | {"shots": list(config.shots)}, "seconds": result.seconds,
+            "cpu_seconds": result.cpu_seconds, "best_episode": result.best_episode,
+            "validation": {str(k): {str(s): a for s, a in v.items()} for k, v in result.validation.items()},
+            "losses": list(result.losses), "accuracies": list(result.accuracies)}
+
+
+def write_training(model, result: TrainResult, config: TrainConfig, path: str | Path, **context) -> tuple[Path, Path]:
+    """Save a trained model and its record: the checkpoint at ``path``
+    (:func:`fss_attr.fewshot.checkpoint.save_checkpoint`, its info the record without the per-episode lists)
+    and :func:`training_report` as JSON beside it (same name, ``.json``). Folders are created.
+
+    Returns:
+        (checkpoint path, JSON path).
+    """
+    from fss_attr.fewshot.checkpoint import save_checkpoint
+
+    report = training_report(result, config, **context)
+    info = {k: v for k, v in report.items() if k not in ("losses", "accuracies")}
+    checkpoint = save_checkpoint(model, path, **info)
+    record = Path(checkpoint).with_suffix(".json")
+    record.write_text(json.dumps(report, indent=1))
+    return checkpoint, record

@@ -190,3 +190,38 @@ def image_insertion_deletion(adapter, episode: Episode, attributions: torch.Tens
                              loop: bool = False) -> dict[str, torch.Tensor]:
     """Image-level "image_iauc", "image_dauc", "image_diff" [B] float64 (and their curves [B, N + 1])."""
     return run_plans(adapter, episode, attributions, [image_plan(episode.n_shots)], None, internal_batch_size, loop)
+
+
+def curve_positions(name: str, n_points: int) -> list[float]:
+    """Where each point of a mean curve lies: the fraction of the moved units (support pixels, or whole support
+    images for "image_*") at each state the curve ``name`` holds, as the plans above define them.
+
+    - "iauc", "dauc": states t = 1..T (state 0 skipped), T = ``n_points``: x = t/T, from 1/T to 1;
+    - "iauc@p%" (e.g. "iauc@1%"): states t = 0..S, S = ``n_points`` − 1: x = t/S · p, from 0 to p;
+    - "image_iauc", "image_dauc": states t = 0..N: x = t/N (fraction of the support images).
+
+    Fractions are the nominal ones; the plans move round(x · P) pixels.
+
+    Raises:
+        ValueError: an unknown curve name, or too few points for it (1 for iauc/dauc, 2 otherwise).
+    """
+    if isinstance(n_points, bool) or not isinstance(n_points, int):
+        raise ValueError(f"n_points must be an int, got {n_points!r}")
+    if name in ("iauc", "dauc"):
+        if n_points < 1:
+            raise ValueError(f"curve {name!r} needs at least 1 point, got {n_points}")
+        return [t / n_points for t in range(1, n_points + 1)]
+    if name.startswith("iauc@") and name.endswith("%"):
+        try:
+            p = float(name[5:-1]) / 100
+        except ValueError:
+            raise ValueError(f"curve name {name!r} must read 'iauc@<percent>%'") from None
+        scale = p
+    elif name in ("image_iauc", "image_dauc"):
+        scale = 1.0
+    else:
+        raise ValueError(f"unknown curve {name!r}: expected 'iauc', 'dauc', 'iauc@<p>%', 'image_iauc' or "
+                         "'image_dauc'")
+    if n_points < 2:
+        raise ValueError(f"curve {name!r} needs at least 2 points (state 0 and one step), got {n_points}")
+    return [scale * t / (n_points - 1) for t in range(n_points)]

@@ -34,14 +34,20 @@ def relevance_mass(attributions: torch.Tensor, evidence: torch.Tensor) -> torch.
 
 
 def pointing_game(attributions: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
-    """1.0 where the most attributed support pixel lies inside the evidence, else 0.0, per episode.
+    """The share of the most attributed support pixels that lie inside the evidence, per episode.
 
-    The most attributed pixel is the first maximum in (n, y, x) index order, i.e. rank 0 of the stable
-    descending ranking the perturbation metrics use.
+    Without ties this is the classic pointing game (Zhang et al., 2016): 1.0 when the maximum lies inside the
+    evidence, else 0.0. When several pixels share the maximum (LIME's superpixel plateaus, an all-zero masked
+    map, min-max saturation) the score is the fraction of the tied maxima inside the evidence, so it does not
+    depend on the pixels' order (the resolution Quantus adopted, understandable-machine-intelligence-lab/
+    Quantus#43); an all-zero map scores |evidence| / (N·H·W). Ties are exact equality with the maximum.
 
     Returns:
-        [B] float64 of 0.0 / 1.0.
+        [B] float64 in [0, 1].
     """
     ev = _check(attributions, evidence)
-    top = attributions.flatten(1).argmax(1)
-    return ev.flatten(1).gather(1, top[:, None])[:, 0].to(torch.float64)
+    flat = attributions.flatten(1)
+    if flat.shape[1] == 0:
+        return torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
+    top = flat == flat.amax(1, keepdim=True)
+    return (top & ev.flatten(1)).sum(1).to(torch.float64) / top.sum(1).to(torch.float64)

@@ -50,7 +50,7 @@ def pixel_ranks(attributions: torch.Tensor) -> torch.Tensor:
     Descending order; ties keep index order over the flattened (n, y, x) array (stable sort).
     """
     b = attributions.shape[0]
-    order = torch.sort(attributions.reshape(b, -1), dim=1, descending=True, stable=True).indices
+    order = torch.sort(attributions.flatten(1), dim=1, descending=True, stable=True).indices
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand(b, -1))
     return ranks.view(attributions.shape)

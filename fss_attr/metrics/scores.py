@@ -9,7 +9,7 @@ from fss_attr.validation import check_mask, check_tensor
 
 
 def _check_logits(logits: torch.Tensor) -> torch.Tensor:
-    check_tensor("logits", logits, ndim=4, floating=True)
+    check_tensor("logits", logits, ndim=4, floating=True, finite=True)
     if logits.shape[1] != 2:
         raise ValueError(f"logits must be [B, 2, H, W] (background, foreground), got {tuple(logits.shape)}")
     return logits

@@ -10,6 +10,8 @@ Key lists (``fss_attr/models/keys/*.txt``) hold one ``name [shape] dtype`` line 
 from __future__ import annotations
 
 import os
+import pickle
+from pathlib import Path
 from importlib import resources
 from typing import Mapping
 
@@ -51,11 +53,25 @@ def load_official(model: nn.Module, checkpoint, strict: bool = True, assign: boo
         ``load_state_dict``'s result (missing and unexpected keys; both empty when ``strict``).
     """
     if isinstance(checkpoint, (str, os.PathLike)):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        checkpoint = read_torch_file(checkpoint)
     if not isinstance(checkpoint, Mapping):
         raise TypeError(f"checkpoint must be a state dict (a mapping of names to tensors) or a path, "
                         f"got {type(checkpoint).__name__}")
     return model.load_state_dict(strip_parallel_prefix(checkpoint), strict=strict, assign=assign)
+
+
+def read_torch_file(path: str | os.PathLike, map_location="cpu"):
+    """``torch.load(path, weights_only=True)`` with errors that name the file: FileNotFoundError when it does
+    not exist, ValueError when it is not a torch checkpoint (a text file gives torch's bare "KeyError: 101")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, KeyError, EOFError, ValueError, AttributeError, IndexError,
+            TypeError, OSError) as e:
+        raise ValueError(f"{path} is not a readable torch checkpoint (torch.load: {type(e).__name__}: "
+                         f"{str(e)[:200]})") from e
 
 
 def read_key_list(name: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

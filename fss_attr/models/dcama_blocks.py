@@ -77,7 +77,8 @@ class DenseCrossAttention(nn.Module):
         """
         bh, _, rows, wq = query.shape
         corr = ops.correlation(query, support, similarity="dot")              # [B·h, rows, wq, N, hs, ws]
-        return corr.reshape(bh // self.heads, self.heads, rows * wq, -1) * self.score_scale
+        m = support.shape[1] * support.shape[3] * support.shape[4]
+        return corr.reshape(bh // self.heads, self.heads, rows * wq, m) * self.score_scale
 
     def forward(self, query: torch.Tensor, support: torch.Tensor, mask: torch.Tensor, query_hw: tuple[int, int],
                 support_hw: tuple[int, int]) -> torch.Tensor:

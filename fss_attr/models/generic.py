@@ -12,7 +12,7 @@ the model softmaxes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +39,32 @@ class MatcherState:
     image_size: tuple[int, int]
 
 
+def backbone_feature_maps(out, k: int) -> list[torch.Tensor]:
+    """A backbone's output as a list of [K, C, h, w] feature maps: a dict's values in insertion order, a list or
+    tuple as is, one tensor as one level. Raises TypeError saying what was returned otherwise."""
+    if isinstance(out, torch.Tensor):
+        maps, what = [out], "a tensor"
+    elif isinstance(out, Mapping):
+        maps, what = list(out.values()), f"a dict with keys {list(out)}"
+    elif isinstance(out, (list, tuple)):
+        maps, what = list(out), f"a {type(out).__name__} of {len(out)} items"
+    else:
+        raise TypeError(f"the backbone returned {type(out).__name__}; expected a list/tuple or dict of "
+                        f"[K, C, h, w] feature maps, or one such tensor")
+    for i, f in enumerate(maps):
+        if not isinstance(f, torch.Tensor) or f.dim() != 4 or f.shape[0] != k:
+            got = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+            raise TypeError(f"the backbone returned {what}; item {i} is {got}, expected a [K={k}, C, h, w] tensor")
+    return maps
+
+
 class FeatureMatcher(MatchingAdapter):
     """Matching FSS model around any feature backbone (see the module docstring).
 
     Args:
-        backbone: nn.Module mapping images [K, 3, H, W] to a list of L feature maps [K, C_l, h_l, w_l].
+        backbone: nn.Module mapping images [K, 3, H, W] to L feature maps [K, C_l, h_l, w_l]: a list or tuple
+            (e.g. timm's ``features_only``), a dict (e.g. torchvision's ``create_feature_extractor``; its values
+            in insertion order), or one tensor (one level).
         n_levels: L (how many maps the backbone returns).
         similarity: "cosine" or "dot".
         temperature: softmax temperature (the affinity is sim / temperature).
@@ -77,7 +98,7 @@ class FeatureMatcher(MatchingAdapter):
         b, n = episode.batch_size, episode.n_shots
         images = torch.cat([episode.query, episode.support_images.flatten(0, 1)])
         levels = []
-        feats = self.backbone(images)
+        feats = backbone_feature_maps(self.backbone(images), images.shape[0])
         if len(feats) != self.n_levels:
             raise ValueError(f"the backbone returned {len(feats)} feature maps, expected n_levels={self.n_levels}")
         for f in feats:

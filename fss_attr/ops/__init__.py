@@ -55,7 +55,8 @@ def backproject_scores(scores: torch.Tensor, weights: torch.Tensor, softmax: boo
     """Column sums [B, 2, M] of the row-normalised scores; scores [B, Q, M], weights [B, 2, Q] (docs/ops.md).
 
     ``check_finite=False`` skips the NaN/infinity scan of the scores (for callers that checked already,
-    such as LevelScores); the kernels assume finite inputs.
+    such as LevelScores); the kernels assume finite inputs. Not differentiable: inputs that require grad are
+    read as constants (the result never requires grad), the same on every backend.
     """
     check_tensor("scores", scores, ndim=3, floating=True, finite=check_finite)
     top_k = check_top_k(top_k)
@@ -63,6 +64,7 @@ def backproject_scores(scores: torch.Tensor, weights: torch.Tensor, softmax: boo
     acc = torch_twin.acc_dtype(scores.dtype)
     weights = _check_weights(weights, b, q, scores.device, acc)
     backend = resolve_backend(backend, scores.device)
+    scores, weights = scores.detach(), weights.detach()      # the kernels write with out=: no graph to build
     if backend in ("cpu", "cuda"):
         return torch.ops.fss_attr.backproject_scores(scores.contiguous(), weights, bool(softmax), top_k)
     return torch_twin.backproject_scores(scores, weights, bool(softmax), top_k)
@@ -71,7 +73,10 @@ def backproject_scores(scores: torch.Tensor, weights: torch.Tensor, softmax: boo
 def backproject_features(query: torch.Tensor, support: torch.Tensor, weights: torch.Tensor,
                          similarity: str = "dot", scale: float = 1.0, relu: bool = False, softmax: bool = True,
                          top_k: int = 0, backend: str = "auto", *, check_finite: bool = True) -> torch.Tensor:
-    """Column sums [B, 2, M] of the scores sim(query [B, Q, D], support [B, M, D]) (docs/ops.md)."""
+    """Column sums [B, 2, M] of the scores sim(query [B, Q, D], support [B, M, D]) (docs/ops.md).
+
+    Not differentiable: inputs that require grad are read as constants, the same on every backend.
+    """
     check_tensor("query", query, ndim=3, floating=True, finite=check_finite)
     check_tensor("support", support, ndim=3, floating=True, finite=check_finite, dtype=query.dtype,
                  device=query.device)
@@ -84,6 +89,7 @@ def backproject_features(query: torch.Tensor, support: torch.Tensor, weights: to
     acc = torch_twin.acc_dtype(query.dtype)
     weights = _check_weights(weights, query.shape[0], query.shape[1], query.device, acc)
     backend = resolve_backend(backend, query.device)
+    query, support, weights = query.detach(), support.detach(), weights.detach()
     if backend in ("cpu", "cuda"):
         return torch.ops.fss_attr.backproject_features(query.contiguous(), support.contiguous(), weights,
                                                        similarity, float(scale), bool(relu), bool(softmax), top_k)
@@ -95,7 +101,8 @@ def correlation(query: torch.Tensor, support: torch.Tensor, similarity: str = "c
                 top_k: int = 0, backend: str = "auto") -> torch.Tensor:
     """Dense 4D correlation [B, Hq, Wq, N, Hs, Ws] of query [B, C, Hq, Wq] and support [B, N, C, Hs, Ws].
 
-    Differentiable on every backend (the top-k selection is treated as constant).
+    Differentiable on every backend (the top-k selection is treated as constant). An empty input (B = 0 or
+    C = 0) gives the twin's result on every backend: an empty tensor, or zeros when only C is 0.
     """
     check_tensor("query", query, ndim=4, floating=True, finite=True)
     check_tensor("support", support, ndim=5, floating=True, finite=True, dtype=query.dtype, device=query.device)
@@ -106,7 +113,7 @@ def correlation(query: torch.Tensor, support: torch.Tensor, similarity: str = "c
         raise ValueError(f"similarity must be one of {_SIMILARITIES}, got {similarity!r}")
     top_k = check_top_k(top_k)
     backend = resolve_backend(backend, query.device)
-    if backend in ("cpu", "cuda"):
+    if backend in ("cpu", "cuda") and query.numel() and support.numel():
         return torch.ops.fss_attr.correlation(query.contiguous(), support.contiguous(), similarity, bool(relu), top_k)
     return torch_twin.correlation(query, support, similarity, bool(relu), top_k)
 

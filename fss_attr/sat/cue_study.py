@@ -183,24 +183,39 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).double().mean())
 
 
-def run_cue_study(study: CueStudy, out_dir: str | Path, progress: bool = True) -> dict:
-    """Run the study (see the module docstring) and write into ``out_dir``:
+@dataclass
+class CueStudyResult:
+    """What :func:`run_cue_study` returns (nothing is written; :func:`write_cue_study` writes it).
 
-    - ``cue_reliance.csv``: the finding, one row per (probe, explainer), columns :data:`HEADLINE_COLUMNS`;
-      the shares are mean shares of saliency over the cue class's test images (which all carry the cue),
-      ``cue_enrichment`` the cue's mean saliency there with maps normalised to mean 1 (1: its area's worth),
-      ``cue_ranks_first`` the fraction of them in which the cue has the highest mean saliency, and the
-      accuracies are over all test images of each test set;
-    - ``sat_summary.csv``: the dataset-level table per (probe, explainer, class, segment);
-    - ``sat_rows.csv``: one row per (probe, explainer, image, segment present), with the prediction;
-    - ``reliance_bars.png``: the first explainer's mean share of saliency per probe, class and segment;
-    - ``reliance_heatmap.png``: its enrichment (mean saliency of maps scaled to mean 1) per probe·class × segment,
-      which shows a small segment's reliance that its share hides.
-
-    Returns a dict with the study's settings, the headline rows, the paths written and the seconds spent.
+    Attributes:
+        study: the settings.
+        headline: the finding, one dict per (probe, explainer), keys :data:`HEADLINE_COLUMNS`: the shares are
+            mean shares of saliency over the cue class's test images (which all carry the cue),
+            ``cue_enrichment`` the cue's mean saliency there with maps normalised to mean 1 (1: its area's
+            worth), ``cue_ranks_first`` the fraction of them in which the cue has the highest mean saliency;
+            the accuracies (fractions) are over all test images of each test set.
+        summary: the dataset-level table, one dict per (probe, explainer, class, segment), keys "model",
+            "explainer" and :data:`fss_attr.sat.table.SUMMARY_COLUMNS`.
+        rows: one dict per (probe, explainer, image, segment present), keys "model", "explainer",
+            :data:`fss_attr.sat.reduce.ROW_COLUMNS` and "prediction".
+        seconds: wall time per stage ("render", "features", "fit", "explain", "total").
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+
+    study: CueStudy
+    headline: list[dict]
+    summary: list[dict]
+    rows: list[dict]
+    seconds: dict[str, float]
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the settings (with the cue class), the headline rows and the seconds."""
+        return {"study": {**asdict(self.study), "cue_class": self.study.cue_class}, "headline": self.headline,
+                "seconds": self.seconds}
+
+
+def run_cue_study(study: CueStudy, progress: bool = True) -> CueStudyResult:
+    """Run the study (see the module docstring) and return its tables; nothing is written
+    (:func:`write_cue_study` writes them). ``progress``: tqdm bars on stderr."""
     timings, t0 = {}, time.perf_counter()
     k = len(study.classes)
     seeds = np.random.default_rng(study.seed).integers(0, 2**31 - 1, size=(study.train_per_class +
@@ -262,15 +277,32 @@ def run_cue_study(study: CueStudy, out_dir: str | Path, progress: bool = True) -
                              **{f"acc_{s}": accuracies[m][s] for s in TEST_SETS}})
     timings["explain"] = time.perf_counter() - t
 
-    paths = {"headline": write_csv(headline, out / "cue_reliance.csv", HEADLINE_COLUMNS),
+    timings["total"] = time.perf_counter() - t0
+    return CueStudyResult(study, headline, summaries, rows, timings)
+
+
+def write_cue_study(result: CueStudyResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write a study's tables and pictures into ``out_dir`` (created) and return their paths by name:
+
+    - "headline" ``cue_reliance.csv``: :attr:`CueStudyResult.headline`, columns :data:`HEADLINE_COLUMNS`;
+    - "summary" ``sat_summary.csv``: the dataset-level table per (probe, explainer, class, segment);
+    - "rows" ``sat_rows.csv``: one row per (probe, explainer, image, segment present), with the prediction;
+    - "bars" ``reliance_bars.png``: the first explainer's mean share of saliency per probe, class and segment,
+      error bars ±1 standard deviation over the class's test images;
+    - "heatmap" ``reliance_heatmap.png``: its enrichment (mean saliency of maps scaled to mean 1) per
+      probe·class × segment, which shows a small segment's reliance that its share hides.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    study, summaries = result.study, result.summary
+    paths = {"headline": write_csv(result.headline, out / "cue_reliance.csv", HEADLINE_COLUMNS),
              "summary": write_csv(summaries, out / "sat_summary.csv", ("model", "explainer") + SUMMARY_COLUMNS),
-             "rows": write_csv(rows, out / "sat_rows.csv", ("model", "explainer") + ROW_COLUMNS + ("prediction",))}
+             "rows": write_csv(result.rows, out / "sat_rows.csv", ("model", "explainer") + ROW_COLUMNS +
+                               ("prediction",))}
     first = study.explainers[0]
     pictured = [{**r, "class": f"{r['model']}: {r['class']}"} for r in summaries if r["explainer"] == first]
     title = f"{first} on probes of EfficientNet-Lite0 block {study.block}; cue '{study.cue}' on '{study.cue_class}'"
     paths["bars"] = plot_reliance_bars(pictured, out / "reliance_bars.png", title=f"mean share of saliency: {title}")
     paths["heatmap"] = plot_heatmap(pictured, out / "reliance_heatmap.png", value="mean_saliency",
                                     title=f"enrichment (mean saliency, maps scaled to mean 1): {title}")
-    timings["total"] = time.perf_counter() - t0
-    return {"study": {**asdict(study), "cue_class": study.cue_class}, "headline": headline,
-            "paths": {k_: str(v) for k_, v in paths.items()}, "seconds": timings}
+    return paths

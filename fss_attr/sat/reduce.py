@@ -112,7 +112,7 @@ def _batched(device: torch.device) -> bool:
 
 def _prepare(maps: torch.Tensor, normalise: str) -> tuple[torch.Tensor, torch.Tensor]:
     """maps in the accumulation dtype, and their per-image totals; checks maps and ``normalise``."""
-    check_tensor("maps", maps, ndim=3, floating=True)
+    check_tensor("maps", maps, ndim=3, floating=True, finite=True)
     check_normalise(normalise)
     maps = maps.to(torch.float64 if maps.dtype == torch.float64 else torch.float32)
     b, h, w = maps.shape
@@ -129,6 +129,9 @@ def _normalised(names, counts, sums, maps, totals, normalise) -> SegmentStats:
     sums = (sums - offset[:, None] * counts.to(sums.dtype)) / scale[:, None]
     totals = (totals - offset * (h * w)) / scale
     return SegmentStats(names, counts, sums, totals)
+
+
+DENSE_LABELS = 1 << 16
 
 
 def _label_histograms(maps: torch.Tensor, labels: torch.Tensor, n_labels: int
@@ -160,8 +163,9 @@ def label_stats(maps: torch.Tensor, labels: torch.Tensor, names, normalise: str 
         maps: [B, H, W] floating saliency maps.
         labels: [B, H, W] integer labels >= 0 (same device as maps).
         names: the name table: a sequence (label i -> names[i]) or a mapping {label: name}; labels without a
-            name (e.g. 255) are ignored. Histograms run over 0..(largest named label + 1), so tables of very
-            large label values cost memory in proportion (renumber them first).
+            name (e.g. 255) are ignored. Histograms run over 0..(largest named label + 1) while that is at most
+            max(65536, H·W) bins; tables with larger label values are indexed by their named labels instead,
+            so memory stays in proportion to the data and the table.
         normalise: see :mod:`fss_attr.sat.normalize`.
     """
     maps, totals = _prepare(maps, normalise)
@@ -172,15 +176,27 @@ def label_stats(maps: torch.Tensor, labels: torch.Tensor, names, normalise: str 
         raise ValueError(f"labels must have the maps' shape {tuple(maps.shape)}, got {tuple(labels.shape)}")
     if labels.device != maps.device:
         raise ValueError(f"labels must be on the maps' device {maps.device}, got {labels.device}")
-    seg_names, lut = label_table(names)
+    seg_names, keys, segment = label_table(names)
     b, h, w = maps.shape
-    n_labels = lut.numel()                       # the table's labels, then one bin for labels above them
-    if labels.numel():
-        lo, hi = torch.aminmax(labels)
-        if int(lo) < 0:
-            raise ValueError("labels must be >= 0 (give unnamed regions a label that is not in the name table)")
-        if int(hi) >= n_labels:
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError("labels must be >= 0 (give unnamed regions a label that is not in the name table)")
+    discard = torch.tensor([len(seg_names)], dtype=torch.int64)
+    top = int(keys[-1])
+    if top + 2 <= max(DENSE_LABELS, h * w):
+        # a dense table over 0..top+1 (the last bin catches labels above the table): no remapping pass
+        lut = torch.full((top + 2,), len(seg_names), dtype=torch.int64)
+        lut[keys] = segment
+        n_labels = top + 2
+        if labels.numel() and int(labels.max()) >= n_labels:
             labels = labels.clamp(max=n_labels - 1)
+    else:
+        # large label values: index the K named labels (bin K collects the others); memory O(K + data)
+        keys_d = keys.to(labels.device)
+        flat = labels.to(torch.int64)
+        idx = torch.searchsorted(keys_d, flat).clamp_(max=keys.numel() - 1)
+        labels = torch.where(keys_d[idx] == flat, idx, torch.full_like(idx, keys.numel()))
+        lut = torch.cat([segment, discard])
+        n_labels = keys.numel() + 1
     hist_sums, hist_counts = _label_histograms(maps, labels, n_labels)
     # labels -> segments: add each label's column into its segment's (column S collects the unnamed labels)
     lut = lut.to(maps.device)
@@ -231,7 +247,7 @@ def coco_stats(maps: torch.Tensor, annotations: Sequence[Sequence[dict]], names:
                normalise: str = "mean", categories: dict | None = None) -> SegmentStats:
     """Statistics from COCO annotations: ``annotations[i]`` is image i's list of annotation dicts (see
     :func:`fss_attr.sat.segments.coco_masks`); ``names`` orders the segments."""
-    check_tensor("maps", maps, ndim=3, floating=True)
+    check_tensor("maps", maps, ndim=3, floating=True, finite=True)
     b, h, w = maps.shape
     if isinstance(annotations, (str, dict)) or len(annotations) != b:
         raise ValueError(f"annotations must be a list of {b} per-image annotation lists")

@@ -28,7 +28,7 @@ from fss_attr.validation import check_tensor
 
 def class_score(logits: torch.Tensor, target: torch.Tensor, log_prob: bool = True) -> torch.Tensor:
     """[B, K] logits, [B] int64 classes -> [B] the explained score (log-probability or logit of the target)."""
-    check_tensor("logits", logits, ndim=2, floating=True)
+    check_tensor("logits", logits, ndim=2, floating=True, finite=True)
     b, k = logits.shape
     check_tensor("target", target, ndim=1)
     if target.dtype != torch.int64 or target.shape[0] != b:

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 
-def label_table(names) -> tuple[tuple[str, ...], torch.Tensor]:
-    """A name table -> (segment names in order of first label, lookup [max_label + 2] int64: label -> segment
-    index, or S (a discard bin) for labels without a name; the last entry catches labels above max_label).
+def label_table(names) -> tuple[tuple[str, ...], torch.Tensor, torch.Tensor]:
+    """A name table -> (segment names in order of first label, keys [K] int64 the named labels in ascending
+    order, segment [K] int64 the segment index of each key). Memory is O(K), whatever the label values.
 
     ``names``: a sequence of str (label i is names[i]) or a mapping {int label >= 0: str}.
     """
@@ -32,19 +32,17 @@ def label_table(names) -> tuple[tuple[str, ...], torch.Tensor]:
     if not items:
         raise ValueError("names must name at least one label")
     for label, name in items:
-        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or label < 0:
-            raise ValueError(f"names: labels must be ints >= 0, got {label!r}")
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < 2 ** 63:
+            raise ValueError(f"names: labels must be ints >= 0 (and < 2**63), got {label!r}")
         if not isinstance(name, str):
             raise TypeError(f"names: segment names must be str, got {name!r} for label {label}")
     items.sort(key=lambda kv: int(kv[0]))
     order: dict[str, int] = {}
     for _, name in items:
         order.setdefault(name, len(order))
-    top = int(items[-1][0])
-    lut = torch.full((top + 2,), len(order), dtype=torch.int64)
-    for label, name in items:
-        lut[int(label)] = order[name]
-    return tuple(order), lut
+    keys = torch.tensor([int(label) for label, _ in items], dtype=torch.int64)
+    segment = torch.tensor([order[name] for _, name in items], dtype=torch.int64)
+    return tuple(order), keys, segment
 
 
 def check_names(names, s: int | None = None) -> tuple[str, ...]:
@@ -61,30 +59,91 @@ def check_names(names, s: int | None = None) -> tuple[str, ...]:
     return names
 
 
-def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
-    """One COCO "segmentation" (polygon list [[x0, y0, x1, y1, ...], ...], uncompressed RLE {"size", "counts":
-    list}, or compressed RLE {"size", "counts": str/bytes}) -> [H, W] bool, with pycocotools."""
+def rle_string_counts(counts: str | bytes, name: str = "segmentation") -> list[int]:
+    """The run lengths of a compressed COCO RLE string (the format of pycocotools' maskApi ``rleFrString``:
+    6-bit digits offset by 48, 5 value bits, a continuation bit, a sign bit on the last digit, and runs
+    from the third on coded as the difference with the run two before). Raises ValueError on a malformed
+    string, naming ``name``."""
+    data = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    runs: list[int] = []
+    p = 0
+    while p < len(data):
+        x, k, more = 0, 0, True
+        while more:
+            if p >= len(data):
+                raise ValueError(f"{name}: the compressed RLE counts end inside a number")
+            c = data[p] - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"{name}: the compressed RLE counts hold the character {chr(data[p])!r}")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
+
+
+def check_rle_counts(runs, height: int, width: int, name: str = "segmentation") -> None:
+    """Run lengths must be ints >= 0 that cover the height·width pixels exactly: pycocotools' decoder
+    trusts them and leaves the pixels after a short run list uninitialised (and writes past a long one)."""
+    if any(isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 0 for r in runs):
+        raise ValueError(f"{name}: RLE counts must be ints >= 0")
+    total = sum(int(r) for r in runs)
+    if total != height * width:
+        raise ValueError(f"{name}: the RLE runs cover {total} pixels, its size {height}×{width} has "
+                         f"{height * width}")
+
+
+def decode_segmentation(segmentation, height: int, width: int, name: str = "segmentation") -> np.ndarray:
+    """One COCO "segmentation" -> [H, W] bool, with pycocotools.
+
+    Accepts a polygon list [[x0, y0, x1, y1, ...], ...], an uncompressed RLE {"size": [h, w], "counts": [int]}
+    or a compressed RLE {"size", "counts": str/bytes}. As the COCO tools (Detectron) do, polygons with fewer
+    than 3 points have no area and are dropped beside valid ones; an empty polygon list is an empty mask.
+    Raises ValueError, naming ``name``, when the RLE's size is not (height, width), its runs do not cover
+    height·width pixels exactly (pycocotools would read uninitialised memory), a polygon has an odd number
+    of coordinates, or no polygon has 3 points (:class:`fss_attr.data.coco.Coco20i` skips such instances,
+    as Detectron does).
+    """
     from pycocotools import mask as mask_utils
 
     if isinstance(segmentation, dict):
         if "counts" not in segmentation or "size" not in segmentation:
-            raise ValueError("an RLE segmentation needs the keys 'size' and 'counts'")
+            raise ValueError(f"{name}: an RLE segmentation needs the keys 'size' and 'counts'")
         if list(segmentation["size"]) != [height, width]:
-            raise ValueError(f"RLE size {list(segmentation['size'])} does not match the image ({height}, {width})")
-        rle = segmentation
-        if isinstance(rle["counts"], list):
-            rle = mask_utils.frPyObjects(rle, height, width)
-        elif isinstance(rle["counts"], str):
-            rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+            raise ValueError(f"{name}: RLE size {list(segmentation['size'])} does not match the image "
+                             f"({height}, {width})")
+        counts = segmentation["counts"]
+        if isinstance(counts, list):
+            check_rle_counts(counts, height, width, name)
+            rle = mask_utils.frPyObjects({"size": [height, width], "counts": [int(c) for c in counts]},
+                                         height, width)
+        elif isinstance(counts, (str, bytes)):
+            check_rle_counts(rle_string_counts(counts, name), height, width, name)
+            rle = {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        else:
+            raise ValueError(f"{name}: RLE counts must be a list of ints or a string, got {type(counts).__name__}")
     elif isinstance(segmentation, list):
-        if not segmentation:
+        try:
+            polys = [list(map(float, p)) for p in segmentation]
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: a polygon list must hold lists of numbers [x0, y0, x1, y1, ...]") from None
+        if any(len(p) % 2 for p in polys):
+            raise ValueError(f"{name}: a polygon must list (x, y) pairs, got an odd number of coordinates")
+        if not polys:
             return np.zeros((height, width), dtype=bool)
-        polys = [list(map(float, p)) for p in segmentation]
-        if any(len(p) < 6 or len(p) % 2 for p in polys):
-            raise ValueError("a polygon must list at least 3 (x, y) points as [x0, y0, x1, y1, ...]")
+        polys = [p for p in polys if len(p) >= 6]          # fewer than 3 points: no area (dropped, as Detectron)
+        if not polys:
+            raise ValueError(f"{name}: no polygon lists at least 3 (x, y) points; a segmentation needs at least "
+                             "3 points")
         rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
     else:
-        raise TypeError(f"segmentation must be a polygon list or an RLE dict, got {type(segmentation).__name__}")
+        raise TypeError(f"{name}: segmentation must be a polygon list or an RLE dict, got "
+                        f"{type(segmentation).__name__}")
     return mask_utils.decode(rle).astype(bool)
 
 
@@ -108,5 +167,5 @@ def coco_masks(annotations: Sequence[Mapping], names: Sequence[str], height: int
         else:
             raise ValueError(f"annotations[{k}] needs a 'name', or a 'category_id' with categories given")
         if name in index:
-            out[index[name]] |= decode_segmentation(ann["segmentation"], height, width)
+            out[index[name]] |= decode_segmentation(ann["segmentation"], height, width, f"annotations[{k}]")
     return torch.from_numpy(out)

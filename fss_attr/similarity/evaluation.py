@@ -40,8 +40,8 @@ def similarity_curves(model, x: torch.Tensor, partner: torch.Tensor, maps: torch
         [B, steps + 1] float64.
     """
     check_model(model)
-    check_tensor("x", x, ndim=4, floating=True)
-    check_tensor("partner", partner, ndim=4, floating=True, device=x.device)
+    check_tensor("x", x, ndim=4, floating=True, finite=True)
+    check_tensor("partner", partner, ndim=4, floating=True, device=x.device, finite=True)
     check_tensor("maps", maps, ndim=3, floating=True, finite=True, device=x.device)
     if partner.shape[0] != x.shape[0] or tuple(maps.shape) != (x.shape[0], *x.shape[-2:]):
         raise ValueError(f"partner must be [B, 3, H', W'] and maps [B, H, W] for x {tuple(x.shape)}, got "
@@ -70,14 +70,16 @@ TRIPLET = "gradient attention (triplet)"
 
 
 def pair_maps(model, xa: torch.Tensor, xp: torch.Tensor, xn: torch.Tensor | None = None,
-              similarity_kind: str = "cosine") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+              similarity_kind: str = "cosine", whole_triplet: bool = False
+              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Every method's maps of the pairs (xa[b], xp[b]), xa, xp [B, 3, H, W]: the explainers of
     :func:`~fss_attr.similarity.explainers.default_methods` and, given the negatives xn, the triplet form of
     gradient attention (its anchor and positive maps).
 
     Returns:
         (maps: name -> [B, 2, H, W] float32 (the anchor's map, the positive's), scores: name -> [B] the explained
-        score: s(xa, xp), or wᵀe_a for the triplet form).
+        score: s(xa, xp), or wᵀe_a for the triplet form). With ``whole_triplet`` the triplet form keeps all
+        three: maps [B, 3, H, W] (anchor, positive, negative) and scores [B, 3] (wᵀe of each image).
     """
     maps, scores = {}, {}
     for name, method in default_methods(similarity_kind).items():
@@ -85,7 +87,7 @@ def pair_maps(model, xa: torch.Tensor, xp: torch.Tensor, xn: torch.Tensor | None
         maps[name], scores[name] = ex.maps, ex.scores
     if xn is not None:
         ex = GradientAttention(form="triplet").explain_triplets(model, xa, xp, xn)
-        maps[TRIPLET], scores[TRIPLET] = ex.maps[:, :2], ex.scores[:, 0]
+        maps[TRIPLET], scores[TRIPLET] = (ex.maps, ex.scores) if whole_triplet else (ex.maps[:, :2], ex.scores[:, 0])
     return maps, scores
 
 
@@ -102,7 +104,8 @@ def pair_metrics(model, x: torch.Tensor, partner: torch.Tensor, maps: torch.Tens
     Returns:
         {"dauc", "iauc": area under the similarity along deletion / insertion (:func:`similarity_curves`,
         ``steps`` steps; lower DAUC and higher IAUC are better), "pointing": 1.0 where the map's maximum lies on
-        the object, "mass": the share of the map on the object (:mod:`fss_attr.metrics.localisation`), and with
+        the object (the share of tied maxima on it when several pixels share the maximum), "mass": the share
+        of the map on the object (:mod:`fss_attr.metrics.localisation`), and with
         ``distractors`` "on_distractor": 1.0 where the maximum lies on a distractor} -> each [B] float64.
     """
     out = {}

@@ -95,7 +95,7 @@ def _features(model: EmbeddingModel, **named: torch.Tensor) -> list[torch.Tensor
     """One backbone pass over images of equal shape (no gradient); returns each input's feature map."""
     xs = list(named.values())
     for name, x in named.items():
-        check_tensor(name, x, ndim=4, floating=True)
+        check_tensor(name, x, ndim=4, floating=True, finite=True)
         if x.shape != xs[0].shape:
             raise ValueError(f"{name} must have the shape of {next(iter(named))}, {tuple(xs[0].shape)}, "
                              f"got {tuple(x.shape)}")

@@ -53,7 +53,7 @@ class AttentionConsistencyLoss(nn.Module):
         """xa, xp, xn [B, 3, H, W] floating -> scalar loss."""
         check_model(model)
         for name, x in (("xa", xa), ("xp", xp), ("xn", xn)):
-            check_tensor(name, x, ndim=4, floating=True)
+            check_tensor(name, x, ndim=4, floating=True, finite=True)
             if x.shape != xa.shape:
                 raise ValueError(f"{name} must have xa's shape {tuple(xa.shape)}, got {tuple(x.shape)}")
         m = self.attention(model, xa, xp, xn)                                   # [B, 3, H, W]

@@ -43,7 +43,7 @@ class EmbeddingModel(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, 3, H, W] floating -> A [B, C, h, w]."""
-        check_tensor("x", x, ndim=4, floating=True)
+        check_tensor("x", x, ndim=4, floating=True, finite=True)
         a = self.backbone(x)
         if isinstance(a, (list, tuple)):
             a = a[-1]

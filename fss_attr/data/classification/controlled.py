@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -131,6 +133,20 @@ def render_class_image(name: str, seed: int, size: tuple[int, int] = (84, 84)) -
     return np.ascontiguousarray(canvas), np.ascontiguousarray(obj)
 
 
+CACHE_ENV = "FSS_ATTR_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """The documented cache folder of rendered controlled pools: ``$FSS_ATTR_CACHE/controlled_pools`` when that
+    variable is set, else ``$XDG_CACHE_HOME/fss_attr/controlled_pools`` (``~/.cache/fss_attr/controlled_pools``
+    when XDG_CACHE_HOME is unset). Nothing is created here; :func:`controlled_pool` creates it when it writes."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root).expanduser() / "controlled_pools"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "fss_attr" / "controlled_pools"
+
+
 def controlled_pool(split: str, images_per_class: int = 300, size: tuple[int, int] = (84, 84), seed: int = 0,
                     cache_dir: str | Path | None = None, progress: bool = True) -> ArrayPool:
     """An :class:`~fss_attr.data.classification.pool.ArrayPool` of the classes of ``split``, ``images_per_class`` each.
@@ -150,8 +166,16 @@ def controlled_pool(split: str, images_per_class: int = 300, size: tuple[int, in
     key = hashlib.sha1(repr((classes, BACKGROUNDS, n, size, seed)).encode()).hexdigest()[:12]
     path = None if cache_dir is None else Path(cache_dir) / f"controlled_{split}_{n}x{size[0]}x{size[1]}_{key}.npz"
     if path is not None and path.is_file():
-        data = np.load(path)
-        return ArrayPool(torch.from_numpy(data["images"]), names, torch.from_numpy(data["masks"]))
+        want = (len(classes), n, 3, *size)
+        try:
+            with np.load(path) as data:
+                images, masks = data["images"], data["masks"]
+            if images.shape != want or images.dtype != np.uint8 or masks.shape != want[:2] + want[3:]:
+                raise ValueError(f"holds images {images.shape} {images.dtype}, masks {masks.shape}; expected {want}")
+            return ArrayPool(torch.from_numpy(images), names, torch.from_numpy(masks))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            warnings.warn(f"controlled pool cache {path} is unreadable ({type(e).__name__}: {e}); rendering it again",
+                          stacklevel=2)
     images = np.empty((len(classes), n, 3, *size), dtype=np.uint8)
     masks = np.empty((len(classes), n, *size), dtype=bool)
     bar = tqdm(total=len(classes) * n, desc=f"render {split} classes", disable=not progress, leave=False)

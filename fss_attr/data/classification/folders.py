@@ -60,7 +60,10 @@ def mini_imagenet(root: str | Path, split: str, size=(84, 84)) -> FolderPool:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not {"filename", "label"} <= set(reader.fieldnames):
             raise ValueError(f"{table} must have the header 'filename,label', got {reader.fieldnames}")
-        for row in reader:
+        for line, row in enumerate(reader, start=2):
+            if None in row or not row["filename"] or not row["label"]:
+                raise ValueError(f"{table}, row {line}: expected 'filename,label' with both cells filled, got "
+                                 f"{list(row.values())}")
             by_class.setdefault(row["label"], []).append(root / "images" / row["filename"])
     missing = [p for files in by_class.values() for p in files if not p.is_file()]
     if missing:

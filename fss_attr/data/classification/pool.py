@@ -55,7 +55,7 @@ class ArrayPool(ImagePool):
     """
 
     def __init__(self, images: torch.Tensor, classes: Sequence[str], masks: torch.Tensor | None = None):
-        check_tensor("images", images, ndim=5)
+        check_tensor("images", images, ndim=5, finite=True)
         if images.shape[2] != 3:
             raise ValueError(f"images must be [C, n, 3, H, W], got {tuple(images.shape)}")
         if images.dtype != torch.uint8 and not images.is_floating_point():
@@ -110,7 +110,8 @@ class FolderPool(ImagePool):
         from PIL import Image
 
         self._check_index(c, i)
-        with Image.open(self.files[c][i]) as im:
-            im = im.convert("RGB").resize(self.image_size[::-1], Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
+        from fss_attr.data.images import read_rgb
+
+        im = Image.fromarray(read_rgb(self.files[c][i])).resize(self.image_size[::-1], Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.float32) / 255.0
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous()

@@ -136,12 +136,26 @@ def test_deeplift_without_nonlinear_modules_is_gradient_times_input(gen):
     torch.testing.assert_close(out.raw, (grad * ep.support_images).mean(2), rtol=1e-5, atol=1e-9)
 
 
+def test_gaussnoise_clips_at_the_099_quantile_by_default(gen):
+    """The paper's noisy mask: M + N(0, 0.01²), values above the episode's 0.99 quantile set to it."""
+    ep = blob_episode(gen, b=2, n=2, size=(12, 12))
+    model = ConvMatcher().double()
+    out = make_explainer("gaussnoise", seed=3).explain(model, ep, "gt").raw.double()
+    g = torch.Generator().manual_seed(3)
+    x = ep.support_masks.double() + 0.01 * torch.randn(ep.support_masks.shape, generator=g, dtype=torch.float64)
+    for e in range(2):
+        q = float(np.quantile(x[e].flatten().numpy(), 0.99))                # numpy's linear rule, as torch's
+        want = torch.clamp(x[e], max=q)
+        torch.testing.assert_close(out[e], want.float().double(), rtol=0, atol=0)
+
+
 def test_noisy_mask_baselines(gen):
     ep = blob_episode(gen, b=2, n=2, size=(12, 12))
     model = ConvMatcher().double()
     exact = make_explainer("gaussnoise", sigma=0.0).explain(model, ep, "gt")
     assert torch.equal(exact.raw, ep.support_masks.float())
-    noisy = make_explainer("gaussnoise", seed=3).explain(model, ep, "gt")          # sigma 0.01
+    # clip_quantile=None: the unclipped variant (issue 16 made the paper's 0.99-quantile clip the default)
+    noisy = make_explainer("gaussnoise", seed=3, clip_quantile=None).explain(model, ep, "gt")          # sigma 0.01
     g = torch.Generator().manual_seed(3)
     want = ep.support_masks.double() + 0.01 * torch.randn(ep.support_masks.shape, generator=g, dtype=torch.float64)
     torch.testing.assert_close(noisy.raw, want.float(), rtol=0, atol=0)

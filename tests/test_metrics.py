@@ -1,6 +1,6 @@
 """Metrics against literal, loop-by-loop implementations of their definitions (docs/metrics.md)."""
 import warnings
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 import numpy as np
 import pytest
@@ -25,8 +25,9 @@ def literal_order(a):
 
 
 def literal_k(t, steps, fraction, total):
-    x = Decimal(t) / Decimal(steps) * Decimal(repr(fraction)) * Decimal(total)
-    return int(x.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    """The AffEx paper's step count k = ⌊⌊P·p⌋·t/T⌋ (issue 16; was round-half-up of t/T·p·P)."""
+    budget = int((Decimal(repr(fraction)) * Decimal(total)).to_integral_value(rounding=ROUND_FLOOR))
+    return budget * t // steps
 
 
 def literal_state(images, masks, coords, mode):
@@ -51,9 +52,15 @@ def literal_iou(logits, gt):
     return 1.0 if union == 0 else np.logical_and(pred, gt).sum() / union
 
 
-def literal_confidence(logits, region):
-    p = torch.softmax(logits.double(), 0)[1]
+def literal_confidence(logits, region, cls=1):
+    p = torch.softmax(logits.double(), 0)[cls]
     return float(p[region].mean())
+
+
+def literal_top_class(logits, region):
+    """The class with the larger mean softmax probability over R (ties: the first, as argmax)."""
+    means = [literal_confidence(logits, region, c) for c in range(2)]
+    return int(np.argmax(means))
 
 
 def literal_trapezoid(s):
@@ -71,12 +78,14 @@ def literal_pixel_curve(model, ep, attr, mode, steps, fraction, first, score, re
     for e in range(ep.batch_size):
         order = literal_order(attr[e])
         vals = []
+        if score != "iou":     # the class top at the original state is scored (the paper's code; issue 16)
+            top = literal_top_class(run_one(model, ep, e, ep.support_images[e], ep.support_masks[e]), region[e])
         for t in range(first, steps + 1):
             k = literal_k(t, steps, fraction, len(order))
             im, m = literal_state(ep.support_images[e], ep.support_masks[e], order[:k], mode)
             logits = run_one(model, ep, e, im, m)
             vals.append(literal_iou(logits, ep.query_mask[e]) if score == "iou"
-                        else literal_confidence(logits, region[e]))
+                        else literal_confidence(logits, region[e], top))
         out.append(vals)
     return out
 
@@ -114,10 +123,50 @@ def test_image_ranks_by_mean_attribution(gen):
 
 @pytest.mark.parametrize("steps,fraction,total", [(75, 1.0, 2 * 10 * 10), (5, 0.01, 5 * 192 * 192),
                                                   (5, 0.01, 3 * 50 * 50), (2, 1.0, 1), (4, 0.05, 250)])
-def test_moved_count_rounds_half_up(steps, fraction, total):
+def test_moved_count_floors_as_the_paper(steps, fraction, total):
     for t in range(steps + 1):
         assert moved_count(t, steps, fraction, total) == literal_k(t, steps, fraction, total)
     assert moved_count(steps, steps, 1.0, total) == total and moved_count(0, steps, fraction, total) == 0
+
+
+def test_moved_count_hand_values():
+    """Values where floor and round differ: 200 pixels in 75 steps, t = 1: 200/75 = 2.67 -> 2 (round: 3);
+    1% of 5·7·7 = 245 pixels is 2.45 -> budget 2, t = 3 of 5: 6/5 -> 1 (round of 3/5 · 2.45 = 1.47: 1),
+    t = 4: 8/5 -> 1 (round of 1.96: 2)."""
+    assert moved_count(1, 75, 1.0, 200) == 2
+    assert moved_count(74, 75, 1.0, 200) == 197
+    assert [moved_count(t, 5, 0.01, 245) for t in range(6)] == [0, 0, 0, 1, 1, 2]
+
+
+class _MaskShare(torch.nn.Module):
+    """Foreground logit = 10·(share of support pixels in the mask) − 3 at every query pixel, background 0."""
+
+    def forward(self, episode):
+        share = episode.support_masks.double().flatten(1).mean(1)
+        fg = (10 * share - 3).view(-1, 1, 1).expand(-1, *episode.image_size)
+        return torch.stack([torch.zeros_like(fg), fg], 1)
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5])
+def test_confidence_scores_the_class_top_at_the_original_state(share):
+    """Share 0.1: the original leans background (fg logit −2), so every state's score is the background
+    probability 1 − σ(fg); share 0.5: the foreground's σ(fg) (the paper's FSSCausalMetric ``top``)."""
+    n, h, w = 1, 4, 5
+    masks = torch.zeros(1, n, h, w, dtype=torch.bool)
+    masks.view(-1)[: round(share * h * w)] = True
+    from fss_attr.data.episode import Episode
+    ep = Episode(torch.zeros(1, 3, h, w, dtype=torch.float64), torch.ones(1, n, 3, h, w, dtype=torch.float64),
+                 masks, masks[:, 0])
+    attr = -torch.arange(n * h * w, dtype=torch.float64).view(1, n, h, w)    # mask pixels first
+    total = n * h * w
+    states = [make_state("pixel", "insertion", k, total) for k in (0, 1, 2, 5, total)]
+    got = evaluate_states(_MaskShare(), ep, attr, states, ["confidence"], torch.ones(1, h, w, dtype=torch.bool))
+    want = []
+    for k in (0, 1, 2, 5, total):
+        fg = 10 * min(k, int(masks.sum())) / total - 3
+        p = 1 / (1 + np.exp(-fg))
+        want.append(p if share > 0.3 else 1 - p)
+    assert got["confidence"][0].tolist() == pytest.approx(want, abs=1e-12)
 
 
 def test_auc_is_the_trapezoid_rule(gen):

@@ -85,12 +85,14 @@ def test_a_shared_cache_skips_attribution_free_states_only(gen):
     for a in (first, second):
         model.seen = 0
         alone.append(evaluate(model, ep, a, **kw))
-        assert model.seen == 2 * 26    # 23 distinct states of the plans + 3 noisy supports, per episode
+        # 22 distinct states of the plans + 3 noisy supports, per episode (issue 16: the floored step counts of
+        # iauc@1% on 288 pixels, budget 2 in 5 steps, are k = 0,0,0,1,1,2: one state fewer than round-half-up)
+        assert model.seen == 2 * 25
     cache, got, seen = {}, [], []
     for a in (first, second):
         model.seen = 0
         got.append(evaluate(model, ep, a, internal_batch_size=4, cache=cache, **kw))
         seen.append(model.seen)
-    assert seen == [2 * 26, 2 * (26 - 2 - 3)]
+    assert seen == [2 * 25, 2 * (25 - 2 - 3)]
     for g, want in zip(got, alone):
         check_same(g, want)

@@ -13,7 +13,7 @@ import torch
 
 from fss_attr.baselines.base import SupportExplainer, SupportTarget, reduce_channels
 from fss_attr.explanation import input_gradient_map
-from fss_attr.validation import check_nonnegative, check_positive_int
+from fss_attr.validation import check_choice, check_nonnegative, check_positive_int
 
 
 # captum sets requires_grad on the inputs it is given, and DeepLift hooks the model's non-linear modules
@@ -57,13 +57,29 @@ class IntegratedGradients(SupportExplainer):
 
 
 class DeepLift(SupportExplainer):
-    """DeepLift (rescale rule) from the zero image; captum overrides the gradients of the nonlinear
-    modules it supports (ReLU, Sigmoid, Softmax, ...) found in the model."""
+    """DeepLift (rescale rule) from the zero image.
+
+    ``implementation="rescale"`` (default): :func:`fss_attr.baselines.deeplift.deeplift_rescale`, paired by
+    activation call, correct whatever the adapter's batch layout or module reuse (every shipped adapter),
+    and the same for an episode alone or batched with others. ``implementation="captum"``: captum's
+    ``DeepLift`` as before issue 16 (right only where each hooked ``nn.ReLU``-like module is called once per
+    forward on an input-major batch; see the module docstring of :mod:`fss_attr.baselines.deeplift`).
+    """
 
     name = "deeplift"
     expected_warnings = CAPTUM_NOTICES
 
+    def __init__(self, implementation: str = "rescale"):
+        self.implementation = check_choice("implementation", implementation, ("rescale", "captum"))
+
     def attribute(self, model, episode, region):
+        if self.implementation == "rescale":
+            from fss_attr.baselines.deeplift import deeplift_rescale
+
+            target = SupportTarget(model)
+            attr = deeplift_rescale(lambda x: target(x, *_args(episode, region)), episode.support_images,
+                                    torch.zeros_like(episode.support_images))
+            return reduce_channels(attr)
         from captum.attr import DeepLift as CaptumDeepLift
 
         attr = CaptumDeepLift(SupportTarget(model)).attribute(

@@ -4,15 +4,17 @@ from __future__ import annotations
 from fss_attr.affex.explainer import AffinityExplainer
 from fss_attr.baselines.gradients import DeepLift, GradientShap, IntegratedGradients, Saliency
 from fss_attr.baselines.lime import Lime
+from fss_attr.baselines.pair import BlurIG, GuidedIG, XRAI
 from fss_attr.baselines.simple import GaussNoise, Random
 
 BASELINES = {"random": Random, "gaussnoise": GaussNoise, "saliency": Saliency, "ig": IntegratedGradients,
-             "deeplift": DeepLift, "gradientshap": GradientShap, "lime": Lime}
+             "deeplift": DeepLift, "gradientshap": GradientShap, "lime": Lime,
+             "guidedig": GuidedIG, "blurig": BlurIG, "xrai": XRAI}
 AFFEX = ("affex-unmasked", "affex-masked", "affex-signed")
 EXPLAINERS = tuple(BASELINES) + AFFEX
 ALIASES = {"integrated-gradients": "ig", "integratedgradients": "ig", "gradient-shap": "gradientshap",
            "gauss-noise": "gaussnoise", "unmasked": "affex-unmasked", "masked": "affex-masked",
-           "signed": "affex-signed"}
+           "signed": "affex-signed", "guided-ig": "guidedig", "blur-ig": "blurig"}
 
 
 def make_explainer(name: str, **kw):

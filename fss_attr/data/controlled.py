@@ -162,4 +162,4 @@ def collate(episodes: list[Episode]) -> Episode:
                         else torch.cat([getattr(e, name) for e in episodes]))
     meta = {"class_name": [e.meta.get("class_name") for e in episodes], "seed": [e.meta.get("seed") for e in episodes]}
     return Episode(cat("query"), cat("support_images"), cat("support_masks"), cat("query_mask"),
-                   cat("support_evidence"), meta)
+                   cat("support_evidence"), meta, cat("query_ignore"))

@@ -19,6 +19,9 @@ class Episode:
         query_mask: optional [B, H, W] bool ground-truth query mask (for metrics and region="gt").
         support_evidence: optional [B, N, H, W] bool, the support pixels known to match the query object
             (controlled episodes only), for localisation metrics.
+        query_ignore: optional [B, H, W] bool, query pixels every IoU leaves out (PASCAL's boundary label
+            255, as the benchmark's evaluators and the AffEx paper's code do). Pixels both in the query mask
+            and ignored count as ignored.
         meta: free-form information (class names, seeds, file names).
     """
 
@@ -28,6 +31,7 @@ class Episode:
     query_mask: torch.Tensor | None = None
     support_evidence: torch.Tensor | None = None
     meta: dict = field(default_factory=dict)
+    query_ignore: torch.Tensor | None = None
 
     def __post_init__(self):
         check_tensor("query", self.query, ndim=4, floating=True, finite=True)
@@ -51,6 +55,8 @@ class Episode:
         if self.support_evidence is not None:
             self.support_evidence = check_mask("support_evidence", self.support_evidence, (b, n, h, w),
                                                self.query.device)
+        if self.query_ignore is not None:
+            self.query_ignore = check_mask("query_ignore", self.query_ignore, (b, h, w), self.query.device)
 
     @property
     def batch_size(self) -> int:
@@ -71,7 +77,8 @@ class Episode:
     def to(self, device) -> "Episode":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Episode(move(self.query), move(self.support_images), move(self.support_masks),
-                       move(self.query_mask), move(self.support_evidence), dict(self.meta))
+                       move(self.query_mask), move(self.support_evidence), dict(self.meta),
+                       move(self.query_ignore))
 
     def with_support(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> "Episode":
         """The same episode with other support images and masks (the query never changes)."""
@@ -82,5 +89,6 @@ class Episode:
         sl = slice(i, i + 1) if isinstance(i, int) else i
         pick = lambda t: None if t is None else t[sl]  # noqa: E731
         return Episode(pick(self.query), pick(self.support_images), pick(self.support_masks),
-                       pick(self.query_mask), pick(self.support_evidence), dict(self.meta))
+                       pick(self.query_mask), pick(self.support_evidence), dict(self.meta),
+                       pick(self.query_ignore))
 

@@ -167,14 +167,20 @@ def to_tensors(rgb: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tupl
 def episode_from_spec(source: SegmentationSource, spec: EpisodeSpec, size: tuple[int, int]) -> Episode:
     """Load one episode (batch of 1) at image size ``size``; its ``meta`` holds "dataset", "class_id",
     "class_name" (the source's name of the class), "query" and "supports" (image ids). A class the source
-    does not hold (a class of another fold: its masks would all be empty) raises ValueError."""
+    does not hold (a class of another fold: its masks would all be empty) raises ValueError. A source with
+    ``load_ignore(image_id, class_id)`` (PASCAL: label 255) gives the query's ignore pixels
+    (``Episode.query_ignore``), resized by nearest neighbour like the masks."""
     classes = getattr(source, "classes", None)
     if classes is not None and spec.class_id not in classes:
         raise ValueError(f"episode class {spec.class_id} is not one of {source.name}'s classes {list(classes)}")
-    q_img, q_mask = to_tensors(*source.load(spec.query, spec.class_id), size)
+    q_rgb, q_fg = source.load(spec.query, spec.class_id)
+    q_img, q_mask = to_tensors(q_rgb, q_fg, size)
+    q_ignore = None
+    if hasattr(source, "load_ignore"):
+        q_ignore = to_tensors(q_rgb, source.load_ignore(spec.query, spec.class_id), size)[1][None]
     sup = [to_tensors(*source.load(s, spec.class_id), size) for s in spec.supports]
     return Episode(q_img[None], torch.stack([s[0] for s in sup])[None], torch.stack([s[1] for s in sup])[None],
-                   query_mask=q_mask[None],
+                   query_mask=q_mask[None], query_ignore=q_ignore,
                    meta={"dataset": source.name, "class_id": spec.class_id,
                          "class_name": source.class_name(spec.class_id), "query": spec.query,
                          "supports": list(spec.supports)})

@@ -21,10 +21,14 @@ from fss_attr.validation import check_choice
 CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
            "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
 N_FOLDS = 4
+IGNORE_LABEL = 255
 
 
-def fold_classes(fold: int, split: str = "val") -> list[int]:
-    """Class ids (1..20) of a fold: its 5 test classes for split "val", the other 15 for "trn"."""
+def fold_classes(fold: int | str, split: str = "val") -> list[int]:
+    """fold "all": every class (1..20), as the AffEx paper's episodes.
+    Otherwise: class ids (1..20) of a fold: its 5 test classes for split "val", the other 15 for "trn"."""
+    if fold == "all":          # the AffEx paper's episodes span every class of the data set (no fold)
+        return list(range(1, 21))
     if fold not in range(N_FOLDS):
         raise ValueError(f"fold must be 0..3 for PASCAL-5i, got {fold!r}")
     test = list(range(5 * fold + 1, 5 * fold + 6))
@@ -91,3 +95,8 @@ class Pascal5i:
             raise ValueError(f"{path} is {rgb.shape[0]}×{rgb.shape[1]} but its label "
                              f"{self.mask_dir / (image_id + '.png')} is {label.shape[0]}×{label.shape[1]}")
         return rgb, label == class_id
+
+    def load_ignore(self, image_id: str, class_id: int) -> np.ndarray:
+        """bool [H, W]: the pixels labelled 255 ("ignore", the object boundary band), which every IoU leaves
+        out (the PASCAL evaluators; the AffEx paper's code with ``ignore_borders``)."""
+        return self._label(image_id) == IGNORE_LABEL

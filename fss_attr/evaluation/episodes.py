@@ -61,25 +61,27 @@ class BenchmarkEpisodes:
                         "specs": [[s.class_id, s.query, list(s.supports)] for s in self.specs]})
 
 
-def benchmark_episodes(name: str, root: str | Path, fold: int, n: int, seed: int, shots: int,
-                       size: tuple[int, int], episode_list: str | Path | None = None):
+def benchmark_episodes(name: str, root: str | Path, fold: int | str, n: int, seed: int, shots: int,
+                       size: tuple[int, int], episode_list: str | Path | None = None,
+                       source_options: dict | None = None):
     """(:class:`BenchmarkEpisodes`, the specs to save at ``episode_list`` or None): an existing list is read and
-    checked (its first ``n`` episodes, ``shots`` supports each, classes of the fold); otherwise episodes are
-    sampled and, with ``episode_list``, returned for the caller to save once the run starts. Reads only.
+    checked (its first ``n`` episodes, ``shots`` supports each, classes of the fold; the project's CSV or the
+    AffEx paper's official ``data_csv`` format); otherwise episodes are sampled and, with ``episode_list``, returned for the caller to save once the run starts. Reads only.
 
     Raises:
         ValueError / FileNotFoundError: naming the file or the option at fault.
     """
-    from fss_attr.data.benchmarks import load_episode_list, open_source, sample_episodes
+    from fss_attr.data.benchmarks import open_source, read_any_episode_list, sample_episodes
 
-    source = open_source(name, root, fold)
+    source = open_source(name, root, fold, **(source_options or {}))
     to_save = None
     if episode_list is not None and Path(episode_list).is_file():
         try:
-            specs = load_episode_list(episode_list)
+            specs = read_any_episode_list(episode_list, name, source)
         except (KeyError, ValueError, IndexError, TypeError) as e:
             raise ValueError(f"--episode-list {episode_list}: not an episode list (episode, class_id, query, "
-                             f"support_1..support_N): {type(e).__name__}: {e}") from None
+                             f"support_1..support_N; or the AffEx paper's image_ids, classes): "
+                             f"{type(e).__name__}: {e}") from None
         if len(specs) < n:
             raise ValueError(f"--episode-list {episode_list} holds {len(specs)} episodes, fewer than --episodes {n}")
         specs = specs[:n]

@@ -2,16 +2,17 @@
 
 Definitions (support pixels ranked by attribution, descending, ties by a stable sort; a step moves both
 the RGB value and the mask value between the original support and the zero substrate; the query never
-changes; k_t = round(t/steps · fraction · P) pixels have moved after t steps, P = N·H·W; AUC is the
+changes; k_t = ⌊⌊fraction · P⌋ · t/steps⌋ pixels have moved after t steps, P = N·H·W; AUC is the
 trapezoid rule on a uniform x over the curve's T points, (Σs − s_first/2 − s_last/2)/(T − 1)):
 
 - IAUC / DAUC (mIoU): insertion / deletion, 75 steps over all pixels (fraction 1), points t = 1..75 (state 0
   skipped), score = foreground IoU of the prediction (argmax of the logits) against the query ground
   truth. Diff = IAUC − DAUC. Per episode; a "mIoU" column is their mean over episodes.
 - IAUC@p% (confidence, default p = 1%): insertion of the top p% of pixels in 5 steps, 6 points t = 0..5,
-  score = mean softmax foreground probability over the query region R.
+  score = mean softmax probability over the query region R of the class that is top (by that mean) at the
+  original state: the foreground unless the model leans to background over R (the paper's code).
 - mIoULoss@p (p = 1%, 5%): IoU with the full original support minus IoU with only the top p% of pixels
-  inserted into the substrate (k = round(p·P)). Lower is better.
+  inserted into the substrate (k = ⌊p·P⌋). Lower is better.
 - Image-level insertion / deletion: whole support images (image and mask) ranked by mean attribution and
   moved one at a time, N + 1 points t = 0..N, IoU score, AUC as above.
 
@@ -44,7 +45,7 @@ class Plan:
 
 
 def curve_states(order: str, mode: str, steps: int, fraction: float, total: int, first: int) -> tuple[State, ...]:
-    """States t = first..steps of a curve; k_t = round(t/steps · fraction · total)."""
+    """States t = first..steps of a curve; k_t = ⌊⌊fraction · total⌋ · t/steps⌋ (:func:`moved_count`)."""
     moved_count(0, steps, fraction, total)          # validates steps and fraction
     return tuple(make_state(order, mode, moved_count(t, steps, fraction, total), total)
                  for t in range(first, steps + 1))
@@ -81,7 +82,7 @@ def iauc_at_plan(n_pixels: int, p: float = 0.01, steps: int = 5, name: str | Non
 
 
 def miou_loss_plan(n_pixels: int, p: float, name: str | None = None) -> Plan:
-    """mIoULoss@p: IoU(original support) − IoU(only the top round(p·P) pixels inserted)."""
+    """mIoULoss@p: IoU(original support) − IoU(only the top ⌊p·P⌋ pixels inserted)."""
     top = make_state("pixel", "insertion", moved_count(1, 1, p, n_pixels), n_pixels)
     name = name or f"miouloss@{percent(p)}%"
 

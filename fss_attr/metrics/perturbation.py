@@ -67,15 +67,22 @@ def image_ranks(attributions: torch.Tensor) -> torch.Tensor:
 
 
 def moved_count(t: int, steps: int, fraction: float, total: int) -> int:
-    """k_t = round(t / steps · fraction · total), rounding half up, computed exactly in rationals.
+    """k_t = ⌊⌊total · fraction⌋ · t / steps⌋: the pixels (or images) moved after t of ``steps`` steps.
 
-    ``fraction`` is read as the decimal it prints as (0.01 is exactly 1/100).
+    This is the AffEx paper's code (``FSSCausalMetric.set_steps``: ``reduced = int(MHW * percentage)``, then
+    ``reduced * i // n_steps``): the budget ⌊P·p⌋ is floored first, then each step's share is floored. It is
+    computed exactly in rationals, ``fraction`` read as the decimal it prints as (0.01 is exactly 1/100), so
+    where the paper's float product lands just under an integer (0.29 · 100 = 28.999…) fss_attr gives the
+    exact value. Before issue 16 fss_attr rounded round(t/steps · fraction · total) half up; docs/metrics.md.
+
+    Raises:
+        ValueError: ``steps`` not a positive int, or ``fraction`` outside (0, 1].
     """
     check_positive_int("steps", steps)
     if not 0 < float(fraction) <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
-    x = Fraction(t, steps) * Fraction(repr(float(fraction))) * total
-    return int((x + Fraction(1, 2)) // 1)
+    budget = (Fraction(repr(float(fraction))) * total) // 1
+    return int((budget * t) // steps)
 
 
 def auc(scores: torch.Tensor) -> torch.Tensor:
@@ -234,10 +241,17 @@ def scorer(names: Sequence[str], episode: Episode, region: torch.Tensor | None):
             raise ValueError(f"the scores {sorted(set(names) & {'confidence', 'logit'})} need a region R [B, H, W]")
         region = check_mask("region", region, (episode.batch_size, *episode.image_size), episode.device)
 
+    ignore = episode.query_ignore
+
     def score(logits, idx):
         sel = torch.tensor(idx, device=logits.device)
-        target = episode.query_mask if "iou" in names else None
-        return {name: SCORES[name](logits, (target if name == "iou" else region)[sel]) for name in names}
+        out = {}
+        for name in names:
+            if name == "iou":     # the query's ignore pixels (PASCAL 255) are left out of the IoU
+                out[name] = SCORES[name](logits, episode.query_mask[sel], None if ignore is None else ignore[sel])
+            else:
+                out[name] = SCORES[name](logits, region[sel])
+        return out
 
     return score
 
@@ -254,6 +268,9 @@ def evaluate_states(adapter, episode: Episode, attributions: torch.Tensor, state
         attributions: [B, N, H, W] floating, the ranking's source.
         states: S states (:func:`make_state`); repeated states are evaluated once.
         scores: names among "iou" (needs episode.query_mask), "confidence" and "logit" (need ``region``).
+            "confidence" is the mean softmax probability over R of the class that is top at the original
+            state (mean over R; the foreground unless the model leans to background over R there), as the
+            paper's code scores it; the original state is evaluated for that even when not in ``states``.
         region: [B, H, W] bool query region R of the confidence and logit scores.
         internal_batch_size: states per forward pass; loop: one state per forward pass.
         cache: optional dict shared by calls on the same episode batch and model (e.g. one per episode over
@@ -266,7 +283,8 @@ def evaluate_states(adapter, episode: Episode, attributions: torch.Tensor, state
     """
     attributions = check_attributions(attributions, episode)
     score = scorer(scores, episode, region)
-    unique = sorted(set(states))
+    top_class = "confidence" in scores
+    unique = sorted(set(states) | ({ORIGINAL} if top_class else set()))
     kinds = {s.kind for s in unique}
     ranks = {}
     if "pixel" in kinds:
@@ -290,5 +308,13 @@ def evaluate_states(adapter, episode: Episode, attributions: torch.Tensor, state
     flat = forward_supports(adapter, episode, len(items), build, score, internal_batch_size, loop, key, cache,
                             reuse_query)
     where = {s: j for j, s in enumerate(unique)}
+    if top_class:
+        # The class that is top (mean softmax over R) at the original state, as the paper's code scores it
+        # (FSSCausalMetric: ``top = argmax(mean_R softmax(original))``, then that class's mean probability in
+        # every state). With two classes the background's mean probability is 1 − the foreground's; an exact
+        # tie picks the background, as argmax picks the first.
+        fg = flat["confidence"].view(b, len(unique))
+        top_fg = fg[:, where[ORIGINAL]] > 0.5
+        flat["confidence"] = torch.where(top_fg.unsqueeze(1), fg, 1 - fg).flatten()
     cols = torch.tensor([where[s] for s in states], dtype=torch.long)
     return {name: v.view(b, len(unique))[:, cols.to(v.device)] for name, v in flat.items()}

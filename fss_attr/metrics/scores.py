@@ -15,16 +15,19 @@ def _check_logits(logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def foreground_iou(logits: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+def foreground_iou(logits: torch.Tensor, query_mask: torch.Tensor, ignore: torch.Tensor | None = None) -> torch.Tensor:
     """Foreground IoU of the prediction against the query ground truth, per episode.
 
     The prediction is ``logits.argmax(1) == 1`` (a tie counts as background, as ``argmax`` picks the first).
-    IoU = |pred ∧ gt| / |pred ∨ gt|, and 1 when the union is empty (nothing predicted, nothing to find).
-    A "mIoU" over a data set is the mean of these per-episode values.
+    IoU = |pred ∧ gt| / |pred ∨ gt| over the pixels not in ``ignore``, and 1 when that union is empty
+    (nothing predicted, nothing to find). Ignored pixels count neither as hits nor as errors, as the PASCAL
+    evaluators (label 255) and the AffEx paper's code (torchmetrics' ``ignore_index``) do. A "mIoU" over a
+    data set is the mean of these per-episode values (the paper's code averages per-episode IoUs too).
 
     Args:
         logits: [B, 2, H, W] floating (background, foreground).
         query_mask: [B, H, W] bool (or 0/1) ground truth.
+        ignore: optional [B, H, W] bool (or 0/1), the pixels to leave out (e.g. ``Episode.query_ignore``).
 
     Returns:
         [B] float64.
@@ -33,6 +36,9 @@ def foreground_iou(logits: torch.Tensor, query_mask: torch.Tensor) -> torch.Tens
     b, _, h, w = logits.shape
     gt = check_mask("query_mask", query_mask, (b, h, w), logits.device)
     pred = logits.argmax(1) == 1
+    if ignore is not None:
+        keep = ~check_mask("ignore", ignore, (b, h, w), logits.device)
+        pred, gt = pred & keep, gt & keep
     inter = (pred & gt).flatten(1).sum(1).to(torch.float64)
     union = (pred | gt).flatten(1).sum(1).to(torch.float64)
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))

@@ -45,7 +45,7 @@ from fss_attr.backbones.resnet import bottleneck_count, bottleneck_features
 from fss_attr.validation import check_choice, check_positive_int
 
 OFFICIAL_COSINE_EPS = 1e-5
-SHOT_FUSIONS = ("vote", "mean")
+SHOT_FUSIONS = ("vote", "mean", "max")
 
 
 def normalize_official(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -145,7 +145,9 @@ class HypercorrelationLearner(nn.Module):
 def fuse_shots(shot_logits: torch.Tensor, rule: str) -> torch.Tensor:
     """Logits [B, 2, H, W] of an episode from its per-shot logits [B, N, 2, H, W].
 
-    One shot: its logits. "mean": the mean of the per-shot logits. "vote" (the official ``predict_mask_nshot``):
+    One shot: its logits. "mean": the mean of the per-shot logits. "max": the element-wise max of the per-shot
+    logits, each class channel separately (the AffEx paper's DMTNet evaluation: ``predict_mask_nshot`` with
+    ``vote_prediction`` off, ``torch.stack(logit_mask_orig).max(dim=0)``). "vote" (the official ``predict_mask_nshot``):
     v = (number of shots whose argmax is foreground) / max(largest such number over the image, 1), foreground
     where v >= 0.5. The returned logits are (-t, t) with t = v − 0.5 + 1/(4N): argmax is foreground exactly
     when v >= 0.5 (v takes values k/m with m <= N, so v < 0.5 implies v <= 0.5 − 1/(2N)); t is a step function
@@ -156,6 +158,8 @@ def fuse_shots(shot_logits: torch.Tensor, rule: str) -> torch.Tensor:
         return shot_logits[:, 0]
     if rule == "mean":
         return shot_logits.mean(1)
+    if rule == "max":
+        return shot_logits.amax(1)
     votes = (shot_logits.argmax(2) == 1).sum(1)                               # [B, H, W]
     top = votes.flatten(1).amax(1).clamp_min(1).view(b, 1, 1)
     t = votes.to(shot_logits.dtype) / top.to(shot_logits.dtype) - 0.5 + 1.0 / (4 * n)
@@ -214,8 +218,9 @@ class HSNet(MatchingAdapter):
             trained model). ResNet-50 is the official configuration and the one the committed key list
             describes; other depths (the official HSNet also has ResNet-101) give one level per block of
             layer2–layer4.
-        shot_fusion: how N > 1 per-shot predictions become the episode's logits: "vote" (official) or "mean"
-            (mean of per-shot logits); see :func:`fuse_shots`. "vote" logits are a step function of the vote
+        shot_fusion: how N > 1 per-shot predictions become the episode's logits: "vote" (official), "mean"
+            (mean of per-shot logits) or "max" (element-wise max of per-shot logits, the AffEx paper's DMTNet
+            5-shot evaluation); see :func:`fuse_shots`. "vote" logits are a step function of the vote
             share, so gradient-based baselines and the ablation weights see no gradient / coarse changes
             there; use "mean" for them. With one shot both give the model's logits.
     """

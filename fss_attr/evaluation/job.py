@@ -21,7 +21,7 @@ from fss_attr.evaluation.loop import EvaluationConfig, evaluate_episodes, row_fi
 
 
 @dataclass(frozen=True)
-class Plan:
+class JobPlan:
     """What a launch does: its name, the (episode -> explainers done) already on disk, and the episodes with
     work left, in order."""
 
@@ -44,16 +44,16 @@ def pending_work(out: str | Path, n_episodes: int, explainers: Sequence[str]) ->
     return {e: tuple(sorted(v)) for e, v in done.items()}, pending, sum(len(v) for v in done.values())
 
 
-def plan(ctx: distributed.Context, out: str | Path, n_episodes: int, explainers: Sequence[str]) -> Plan:
-    """Rank 0 reads the folder and names the launch; every rank gets the same :class:`Plan`."""
+def plan(ctx: distributed.Context, out: str | Path, n_episodes: int, explainers: Sequence[str]) -> JobPlan:
+    """Rank 0 reads the folder and names the launch; every rank gets the same :class:`JobPlan`."""
     p = None
     if ctx.is_main:
         done, pending, finished = pending_work(out, n_episodes, explainers)
-        p = Plan(store.new_launch_id(), done, tuple(pending), n_episodes * len(explainers), finished)
+        p = JobPlan(store.new_launch_id(), done, tuple(pending), n_episodes * len(explainers), finished)
     return distributed.broadcast(ctx, p)
 
 
-def run_share(ctx: distributed.Context, out: str | Path, the_plan: Plan, model, episodes, explainers: Mapping,
+def run_share(ctx: distributed.Context, out: str | Path, the_plan: JobPlan, model, episodes, explainers: Mapping,
               config: EvaluationConfig, *, metric_model=None, device: str = "cpu", progress: bool = True) -> int:
     """Evaluate this rank's share of the pending episodes, writing every (episode, explainer) result to the
     rank's row file as it comes (flushed and fsynced). Rank 0 shows the progress of the whole job.

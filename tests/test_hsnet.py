@@ -417,7 +417,7 @@ def test_bad_input(hsnet64, dmtnet64, gen):
     with pytest.raises(ValueError, match="at least 97 px"):
         dmtnet64.encode(random_episode(gen, 1, 1, (96, 128), torch.float64))
     with pytest.raises(ValueError, match="shot_fusion"):
-        HSNet(shot_fusion="max")
+        HSNet(shot_fusion="median")      # "max" is a rule since issue 16 (the paper's DMTNet fusion)
     with pytest.raises(TypeError, match="torchvision ResNet"):
         HSNet(backbone=nn.Conv2d(3, 3, 1))
     with pytest.raises(ValueError, match=r"\[B, C, ha, wa, hb, wb\]"):

@@ -20,7 +20,7 @@ from fss_attr.affex import VARIANTS, AffinityExplainer, ExplanationCache  # noqa
 from fss_attr.data.episode import Episode  # noqa: E402
 from fss_attr.metrics import evaluate  # noqa: E402
 from fss_attr.models import DCAMA, DMTNet, HSNet  # noqa: E402
-from fss_attr.models.base import concat_states  # noqa: E402
+from fss_attr.models.base import MatchingAdapter, concat_states  # noqa: E402
 from fss_attr.models.generic import FeatureMatcher  # noqa: E402
 from fss_attr.testing import random_masks, random_region  # noqa: E402
 from test_dcama import tiny_swin  # noqa: E402
@@ -143,6 +143,57 @@ def test_ablation_weights_equal_the_per_level_decodes(name, b, n):
         assert got.dtype == F64 and got.shape == (b, model.n_levels)
         assert rel_err(got, want) < 1e-9
         assert torch.equal(model.decode(state), model(ep))      # the fast paths leave the state untouched
+
+
+def tiny_resnet_dcama():
+    """DCAMA on a torchvision bottleneck ResNet with one block per stage (full widths), float64."""
+    import torchvision
+
+    torch.manual_seed(4)
+    return DCAMA(torchvision.models.ResNet(torchvision.models.resnet.Bottleneck, [1, 1, 1, 1])).to(F64)
+
+
+def region_of(kind, b, size, g):
+    """[B, H, W] bool regions that exercise the borders of the last convolution's adjoint."""
+    h, w = size
+    r = torch.zeros(b, h, w, dtype=torch.bool)
+    if kind == "corner":                 # one pixel in a corner: the kernel taps that fall in the zero padding
+        r[:, 0, w - 1] = True
+    elif kind == "edges":                # the border rows and columns
+        r[:, 0], r[:, -1], r[:, :, 0], r[:, :, -1] = True, True, True, True
+    elif kind == "all":
+        r[:] = True
+    else:
+        r = random_region(b, size, generator=g, kind=kind)
+    return r
+
+
+@pytest.mark.parametrize("backbone,size,b,n,kind", [
+    ("swin", (64, 64), 1, 1, "corner"), ("swin", (64, 64), 2, 3, "noise"), ("swin", (64, 64), 1, 2, "edges"),
+    ("swin", (64, 64), 2, 1, "all"), ("resnet", (64, 64), 1, 2, "blob"), ("resnet", (96, 96), 2, 1, "corner"),
+])
+def test_dcama_ablation_weights_through_the_last_layers_adjoint(backbone, size, b, n, kind):
+    """DCAMA's ``level_weights`` reads the region's mean foreground logit as ⟨x, K_R⟩ (the last convolution's
+    adjoint) without the last convolution: equal to the per-level decodes' weights, on both backbones, several
+    sizes, batches, shots and regions (the corners and edges meet the convolution's zero padding)."""
+    key = f"dcama-{backbone}"
+    if key not in MODELS:
+        MODELS[key] = get("dcama")[0] if backbone == "swin" else tiny_resnet_dcama()
+    model = MODELS[key]
+    g = torch.Generator().manual_seed(b * 10 + n)
+    ep = episode(b, n, size, seed=100 * b + n)
+    region = region_of(kind, b, size, g)
+    with torch.no_grad():
+        state = model.encode(ep)
+        logits = model.decode(state)
+        want = model.sequential_level_weights(state, region, logits)
+        for batch_size in (1, 5, 64):
+            got = model.level_weights(state, region, logits, batch_size=batch_size)
+            assert got.dtype == F64 and got.shape == (b, model.n_levels)
+            assert rel_err(got, want) < 1e-9
+        # the base class path (the full ablated logits of iter_ablations) agrees too
+        base = MatchingAdapter.level_weights(model, state, region, logits)
+        assert rel_err(base, want) < 1e-9
 
 
 def test_concat_states_joins_along_the_batch():

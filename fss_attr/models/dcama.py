@@ -41,7 +41,7 @@ from fss_attr.data.episode import Episode
 from fss_attr.affex.levels import LevelFeatures
 from fss_attr.models import checkpoint
 from fss_attr.models import dcama_blocks
-from fss_attr.models.base import MatchingAdapter, level_chunks
+from fss_attr.models.base import MatchingAdapter, _normalise_deltas, level_chunks
 from fss_attr.models.dcama_blocks import DCAMAHead
 from fss_attr.backbones.resnet import bottleneck_count, bottleneck_features
 from fss_attr.backbones.swin import SwinTransformer, swin_b_384
@@ -210,16 +210,69 @@ class DCAMA(MatchingAdapter):
 
     def iter_ablations(self, state: DCAMAState, levels=None, batch_size: int | None = None):
         """The ablated decodes, batched, without recomputing what an ablation does not change (same numbers as
-        ``decode(state, ablate_level=l)`` up to floating-point rounding):
+        ``decode(state, ablate_level=l)`` up to floating-point rounding): yields (level indices, logits
+        [k, B, 2, H, W]). What is skipped is listed in :meth:`_ablated_tails`; here the last convolution
+        (``mixer3``'s 16 -> 2) and the final resize run on its output.
+        """
+        last = self.model.mixer3[-1]
+        for chunk, x in self._ablated_tails(state, levels, batch_size):
+            logits = F.conv2d(x, last.weight, last.bias, last.stride, last.padding)
+            if tuple(logits.shape[-2:]) != tuple(state.image_size):
+                logits = F.interpolate(logits, size=state.image_size, mode="bilinear", align_corners=True)
+            yield chunk, logits.contiguous().view(len(chunk), -1, *logits.shape[1:])
+
+    @torch.no_grad()
+    def level_weights(self, state: DCAMAState, region: torch.Tensor, logits: torch.Tensor | None = None,
+                      batch_size: int | None = None) -> torch.Tensor:
+        """The paper's layer-ablation weights [B, L] float64 (:meth:`MatchingAdapter.level_weights`), without the
+        decoder's last convolution.
+
+        A weight needs only the mean over R of the foreground logit, and the last layer (``mixer3``'s final
+        3×3 convolution, 16 -> 2 channels, zero padding) is linear: for its input x [16, H, W] and r = R/|R|,
+        Σ_p r(p)·conv(x)[1](p) = ⟨x, K⟩ + bias₁·Σ_p r(p), with K = conv_transpose2d(r, the class-1 kernel)
+        [16, H, W] (the adjoint of the convolution), computed once per region. So each ablation costs one dot
+        product instead of the last convolution and its channel 0: the same sum, reassociated (exact up to
+        floating-point rounding; tested in float64 against the per-level decodes). When the logits are
+        resized to the image (not the case for the official input sizes) it falls back to the full logits.
+        """
+        logits = self.decode(state) if logits is None else logits
+        last = self.model.mixer3[-1]
+        head_size = tuple(state.query_skips[1].shape[-2:])
+        same = last.stride == (1, 1) and last.padding == tuple(k // 2 for k in last.kernel_size)
+        if tuple(4 * s for s in head_size) != tuple(state.image_size) or not same:
+            return super().level_weights(state, region, logits, batch_size)
+        b, n = logits.shape[0], self.n_levels
+        r = region.to(torch.float64).flatten(1)
+        r = (r / r.sum(1, keepdim=True).clamp_min(1)).view(b, 1, *region.shape[-2:])             # [B, 1, H, W]
+        base = (logits[:, 1].double().flatten(1) * r.flatten(1)).sum(1)                           # [B]
+        # the adjoint of a stride-1 'same' convolution: the correlation with the flipped kernel
+        kernel = last.weight[1:2].double().flip(-2, -1).transpose(0, 1)                          # [16, 1, k, k]
+        k_r = F.conv2d(r, kernel, None, 1, last.padding)                                          # [B, 16, H, W]
+        k_r = k_r.permute(0, 2, 3, 1).to(logits.dtype).reshape(b, -1, 1)  # (H, W, C) order: x is channels-last
+        offset = float(last.bias[1]) * r.flatten(1).sum(1)                                          # [B]
+        deltas = torch.empty(b, n, dtype=torch.float64, device=logits.device)
+        for chunk, x in self._ablated_tails(state, None, batch_size):
+            x = x.permute(0, 2, 3, 1).reshape(len(chunk), b, -1).transpose(0, 1)  # a view: x is channels-last
+            means = torch.bmm(x, k_r).view(b, len(chunk)).T.double() + offset                      # [k, B]
+            deltas[:, chunk] = (means - base).abs().T
+        return _normalise_deltas(deltas, n)
+
+    def _ablated_tails(self, state: DCAMAState, levels=None, batch_size: int | None = None):
+        """Yields (level indices, x [k·B, C, H', W'] channels-last): the input of the decoder's last convolution
+        (``mixer3``'s final conv) in ``decode(state, ablate_level=l)`` for the k levels of the chunk, without
+        recomputing what an ablation does not change:
 
         - the first convolution of level l's stage block is linear and the ablation zeroes one of its input
-          channels: its output is the full output minus that channel's contribution (a 1-channel convolution);
+          channels: its output is the full output minus that channel's contribution (all the levels'
+          contributions come from one grouped convolution, one group per input channel);
         - only the stage of level l is re-run; the stride-32+16 mix (``conv4``) is the full one for the
           stride-8 levels;
         - ``mixer1``'s first convolution reads the upsampled mix and the query/support skip features, which no
           ablation changes: their contribution (plus the bias) is computed once, and each ablation convolves
-          only the 128 mix channels (of 128 + 2·C8 + 2·C4);
-        - the decoder after the stride-8 mix runs in channels-last memory format (faster convolutions on CPU).
+          only the 128 mix channels (of 128 + 2·C8 + 2·C4), adding the skip part in place;
+        - the decoder after the stride-8 mix runs in channels-last memory format (faster convolutions on CPU):
+          the mix is converted at 48² before its upsampling (which keeps the format) rather than after; the
+          ReLUs run in place on the convolutions' outputs (nothing else reads those tensors).
         """
         levels = list(range(self.n_levels)) if levels is None else [int(l) for l in levels]
         for l in levels:
@@ -227,11 +280,17 @@ class DCAMA(MatchingAdapter):
         head, coarse = self.model, [lv.coarse for lv in state.levels]
         n8, n16, n32 = head.stage_blocks[1:]
         stages = ((head.conv3, 0, n8), (head.conv2, n8, n8 + n16), (head.conv1, n8 + n16, n8 + n16 + n32))
-        first, full = [], []
-        for block, a, b in stages:
-            y0 = block[0](torch.cat(coarse[a:b], dim=1))
+        first, full, parts = [], [], []
+        for block, a, e in stages:
+            conv0 = block[0]
+            x = torch.cat(coarse[a:e], dim=1)                                          # [B, e - a, h, w]
+            y0 = conv0(x)
             first.append(y0)
             full.append(block[1:](y0))
+            # every level's own contribution to y0 at once: a grouped convolution, group j = input channel j
+            w = conv0.weight.transpose(0, 1).flatten(0, 1)[:, None]                    # [(e - a)·C, 1, k, k]
+            part = F.conv2d(x, w, None, conv0.stride, conv0.padding, conv0.dilation, e - a)
+            parts.append(part.view(x.shape[0], e - a, conv0.out_channels, *part.shape[-2:]))
         m8, m16, m32 = full
         mix4_full = head.conv4(dcama_blocks.upsample(m32, m16.shape[-2:]) + m16)
         q8, q4 = state.query_skips
@@ -240,22 +299,27 @@ class DCAMA(MatchingAdapter):
         w3 = head.conv5[-2].num_channels                       # the mix channels (GroupNorm width)
         side8 = (2 * q8.shape[-2], 2 * q8.shape[-1])
         cl = torch.channels_last        # the convolutions at strides 4, 2, 1 run 1.2-1.9× faster in NHWC on CPU
-        skips = torch.cat((dcama_blocks.upsample(torch.cat((q8, s8), 1), side8), q4, s4), dim=1)
-        skips = skips.contiguous(memory_format=cl)
+        skips8 = torch.cat((q8, s8), 1).contiguous(memory_format=cl)      # NHWC at 48², kept by the upsampling
+        skips = torch.cat((dcama_blocks.upsample(skips8, side8), q4.contiguous(memory_format=cl),
+                           s4.contiguous(memory_format=cl)), dim=1)
         skip_part = F.conv2d(skips, mixer.weight[:, w3:], mixer.bias, mixer.stride, mixer.padding)
         del skips
         w_mix = mixer.weight[:, :w3]
         b = q8.shape[0]
 
+        def conv(x, layer):
+            return F.conv2d(x, layer.weight, layer.bias, layer.stride, layer.padding)
+
+        def up2(x):
+            return dcama_blocks.upsample(x, (2 * x.shape[-2], 2 * x.shape[-1]))
+
         def stage_of(l):
             return next(i for i, (_, a, e) in enumerate(stages) if a <= l < e)
 
         def ablated(stage, ls):   # stage output [k·B, ...] with each level's channel removed
-            block, a, _ = stages[stage]
-            w = block[0].weight
-            y = torch.cat([first[stage] - F.conv2d(coarse[l], w[:, l - a:l - a + 1], None, block[0].stride,
-                                                   block[0].padding) for l in ls])
-            return block[1:](y)
+            a = stages[stage][1]
+            y = torch.cat([first[stage] - parts[stage][:, l - a] for l in ls])
+            return stages[stage][0][1:](y)
 
         for chunk in level_chunks(levels, batch_size or self.ablation_batch_size, b):
             k = len(chunk)
@@ -276,15 +340,14 @@ class DCAMA(MatchingAdapter):
             mix4s = torch.cat([mix4.get(l, mix4_full) for l in chunk])
             m8s = torch.cat([abl[0].get(l, m8) for l in chunk])
             mix = head.conv5(dcama_blocks.upsample(mix4s, m8.shape[-2:]) + m8s)
-            mix = dcama_blocks.upsample(mix, side8).contiguous(memory_format=cl)
+            mix = dcama_blocks.upsample(mix.contiguous(memory_format=cl), side8)
             out = F.conv2d(mix, w_mix, None, mixer.stride, mixer.padding)
-            out = (out.view(k, b, *out.shape[1:]) + skip_part).flatten(0, 1)
-            out = head.mixer1[1:](out)
-            out = head.mixer2(dcama_blocks.upsample(out, (2 * out.shape[-2], 2 * out.shape[-1])))
-            logits = head.mixer3(dcama_blocks.upsample(out, (2 * out.shape[-2], 2 * out.shape[-1])))
-            if tuple(logits.shape[-2:]) != tuple(state.image_size):
-                logits = F.interpolate(logits, size=state.image_size, mode="bilinear", align_corners=True)
-            yield chunk, logits.contiguous().view(k, b, *logits.shape[1:])
+            del mix
+            out.view(k, b, *out.shape[1:]).add_(skip_part).relu_()
+            out = conv(out, head.mixer1[2]).relu_()
+            out = conv(up2(out), head.mixer2[0]).relu_()
+            out = conv(out, head.mixer2[2]).relu_()
+            yield chunk, conv(up2(out), head.mixer3[0]).relu_()
 
     def _check_ablate_level(self, ablate_level) -> None:
         n = self.n_levels

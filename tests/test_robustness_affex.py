@@ -350,6 +350,35 @@ def test_overflowing_affinities_are_refused_on_every_backend(backend):
     assert bool(torch.isfinite(ex.explain_levels([LevelScores(s, (4, 4), (3, 3), 2)], _region(1, 8, 8))).all())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d", [1, 4, 64])
+def test_overflow_check_decides_by_the_norm_bound(dtype, d):
+    """The dot-product range check settles most levels from max|q|·max|k|·D (no float64 copy) and computes
+    the norms only when that is not enough: its decision is the norm bound's, scale·max‖q‖·max‖k‖ < limit,
+    on features whose norms are far below √D·max|x| (one large coordinate) and on dense ones, for scales
+    swept across the limit."""
+    from fss_attr.affex.explainer import _check_range
+
+    g = torch.Generator().manual_seed(d)
+    limit = torch.finfo(dtype).max
+    spiky_q = torch.randn(2, 6, d, generator=g, dtype=torch.float64) * 1e-3
+    spiky_q[..., 0] = 1.0                 # ‖q‖ ≈ max|q|: the cheap bound overshoots by about D
+    dense_k = torch.randn(2, 5, d, generator=g, dtype=torch.float64)
+    for q, k in ((spiky_q, dense_k), (dense_k[:, :4], spiky_q[:, :3])):
+        q, k = (1e10 * q).to(dtype), (1e10 * k).to(dtype)          # large features: the scales stay finite
+        norm_bound = float(q.double().norm(dim=-1).max()) * float(k.double().norm(dim=-1).max())
+        for factor in (0.5, 0.99, 1.01, 2.0, 0.9 / d, 1.1 / d):
+            scale = factor * (limit / norm_bound)
+            lv = LevelFeatures(q, k, (2, 3) if q.shape[1] == 6 else (2, 2), (1, 5) if k.shape[1] == 5 else (1, 3),
+                               1, "dot", scale)
+            refused = not scale * norm_bound < limit
+            if refused:
+                with pytest.raises(ValueError, match="beyond what"):
+                    _check_range(lv, 0, True, 16)
+            else:
+                _check_range(lv, 0, True, 16)
+
+
 def test_no_warning_for_ordinary_inputs():
     lv = LevelScores(torch.randn(1, 16, 18), (4, 4), (3, 3), 2)
     with warnings.catch_warnings():

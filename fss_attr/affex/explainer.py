@@ -410,21 +410,37 @@ def _check_range(level, i: int, softmax: bool, pixels: int) -> None:
     The bound on |score| is exact for LevelScores (max |s|), |scale| for cosine, and scale·max‖q‖·max‖k‖
     (Cauchy–Schwarz, norms in float64) for dot products. With softmax the scores themselves must stay finite;
     without it the column sums c·P_j (at most H·W·max s) must too.
+
+    For dot products the norms (float64 copies of q and k) are computed only when a cheaper bound does not
+    settle it: ‖x‖ <= √D·max|x|, so |scale|·D·max|q|·max|k| (the maxima exact in the features' dtype, the
+    product in float64, with a 1e-6 margin over its rounding and the norms') is at least the norm bound;
+    when it is below the limit, so is the norm bound: the same decision.
     """
     acc = acc_dtype(level.query.dtype if isinstance(level, LevelFeatures) else level.scores.dtype)
+    limit = torch.finfo(acc).max / (1 if softmax else pixels)
     if isinstance(level, LevelScores):
         bound = float(level.scores.abs().max()) if level.scores.numel() else 0.0
     elif level.similarity == "cosine":
         bound = abs(float(level.scale))
     else:
+        if level.query.numel() and level.support.numel():
+            # ‖x‖ <= √D·max|x|: a bound on the norm bound from one read of q and k, no float64 copy
+            quick = abs(float(level.scale)) * level.query.shape[-1] * _max_abs(level.query) * _max_abs(level.support)
+            if quick * (1 + 1e-6) < limit:
+                return
         qn = float(level.query.double().norm(dim=-1).max()) if level.query.numel() else 0.0
         kn = float(level.support.double().norm(dim=-1).max()) if level.support.numel() else 0.0
         bound = abs(float(level.scale)) * qn * kn
-    limit = torch.finfo(acc).max / (1 if softmax else pixels)
     if not bound < limit:
         raise ValueError(f"levels[{i}]: the affinities can reach {bound:.3g}, beyond what {acc} holds "
                          f"({'' if softmax else 'with softmax=False, the column sums: '}limit {limit:.3g}); "
                          "scale the features down (e.g. normalize them, or a smaller scale)")
+
+
+def _max_abs(x: torch.Tensor) -> float:
+    """max |x| of a non-empty tensor in one pass without a copy (NaN when x holds a NaN)."""
+    lo, hi = torch.aminmax(x)
+    return max(-float(lo), float(hi)) if bool(lo == lo) and bool(hi == hi) else float("nan")
 
 
 def check_nonnegative_affinity(level, i: int, chunk_elements: int = 1 << 22) -> None:

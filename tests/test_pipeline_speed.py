@@ -154,7 +154,7 @@ def tiny_resnet_dcama():
 
 
 def region_of(kind, b, size, g):
-    """[B, H, W] bool regions that exercise the borders of the last convolution's adjoint."""
+    """[B, H, W] bool regions: a corner pixel, the image's edges, all of it, or a random blob / noise."""
     h, w = size
     r = torch.zeros(b, h, w, dtype=torch.bool)
     if kind == "corner":                 # one pixel in a corner: the kernel taps that fall in the zero padding
@@ -172,10 +172,10 @@ def region_of(kind, b, size, g):
     ("swin", (64, 64), 1, 1, "corner"), ("swin", (64, 64), 2, 3, "noise"), ("swin", (64, 64), 1, 2, "edges"),
     ("swin", (64, 64), 2, 1, "all"), ("resnet", (64, 64), 1, 2, "blob"), ("resnet", (96, 96), 2, 1, "corner"),
 ])
-def test_dcama_ablation_weights_through_the_last_layers_adjoint(backbone, size, b, n, kind):
-    """DCAMA's ``level_weights`` reads the region's mean foreground logit as ⟨x, K_R⟩ (the last convolution's
-    adjoint) without the last convolution: equal to the per-level decodes' weights, on both backbones, several
-    sizes, batches, shots and regions (the corners and edges meet the convolution's zero padding)."""
+def test_dcama_ablation_weights_from_the_foreground_channel(backbone, size, b, n, kind):
+    """DCAMA's ``level_weights`` (the last convolution for the foreground channel only, on the ablated tails
+    of ``_ablated_tails``) equals the per-level decodes' weights, on both backbones, several sizes, batches,
+    shots, chunk sizes and regions (corners and edges: where the convolutions' zero padding is read)."""
     key = f"dcama-{backbone}"
     if key not in MODELS:
         MODELS[key] = get("dcama")[0] if backbone == "swin" else tiny_resnet_dcama()

@@ -224,36 +224,31 @@ class DCAMA(MatchingAdapter):
     @torch.no_grad()
     def level_weights(self, state: DCAMAState, region: torch.Tensor, logits: torch.Tensor | None = None,
                       batch_size: int | None = None) -> torch.Tensor:
-        """The paper's layer-ablation weights [B, L] float64 (:meth:`MatchingAdapter.level_weights`), without the
-        decoder's last convolution.
+        """The paper's layer-ablation weights [B, L] float64 (:meth:`MatchingAdapter.level_weights`), with the
+        decoder's last convolution run for the foreground class only.
 
-        A weight needs only the mean over R of the foreground logit, and the last layer (``mixer3``'s final
-        3×3 convolution, 16 -> 2 channels, zero padding) is linear: for its input x [16, H, W] and r = R/|R|,
-        Σ_p r(p)·conv(x)[1](p) = ⟨x, K⟩ + bias₁·Σ_p r(p), with K = conv_transpose2d(r, the class-1 kernel)
-        [16, H, W] (the adjoint of the convolution), computed once per region. So each ablation costs one dot
-        product instead of the last convolution and its channel 0: the same sum, reassociated (exact up to
-        floating-point rounding; tested in float64 against the per-level decodes). When the logits are
-        resized to the image (not the case for the official input sizes) it falls back to the full logits.
+        A weight reads only the mean over R of the foreground logit (channel 1): the last convolution
+        (``mixer3``'s final 3×3, 16 -> 2 channels) computes its output channels independently, so channel 1
+        alone is the same sum of products as in the full decode, and the mean over R is taken as the base
+        class does (float64 sum of the logits). (Reading the mean as ⟨x, K_R⟩ through the convolution's
+        adjoint would skip the convolution too, but it reads the same 16-channel input once — the memory-bound
+        part of the cost — and its float32 dot product over 16·H·W terms loses to that float64 sum: about
+        1e-7 absolute on deltas that can be 1e-6.) When the logits are resized to the image (not the case for
+        the official input sizes) it takes the base class's path.
         """
         logits = self.decode(state) if logits is None else logits
-        last = self.model.mixer3[-1]
         head_size = tuple(state.query_skips[1].shape[-2:])
-        same = last.stride == (1, 1) and last.padding == tuple(k // 2 for k in last.kernel_size)
-        if tuple(4 * s for s in head_size) != tuple(state.image_size) or not same:
+        if tuple(4 * s for s in head_size) != tuple(state.image_size):
             return super().level_weights(state, region, logits, batch_size)
         b, n = logits.shape[0], self.n_levels
-        r = region.to(torch.float64).flatten(1)
-        r = (r / r.sum(1, keepdim=True).clamp_min(1)).view(b, 1, *region.shape[-2:])             # [B, 1, H, W]
-        base = (logits[:, 1].double().flatten(1) * r.flatten(1)).sum(1)                           # [B]
-        # the adjoint of a stride-1 'same' convolution: the correlation with the flipped kernel
-        kernel = last.weight[1:2].double().flip(-2, -1).transpose(0, 1)                          # [16, 1, k, k]
-        k_r = F.conv2d(r, kernel, None, 1, last.padding)                                          # [B, 16, H, W]
-        k_r = k_r.permute(0, 2, 3, 1).to(logits.dtype).reshape(b, -1, 1)  # (H, W, C) order: x is channels-last
-        offset = float(last.bias[1]) * r.flatten(1).sum(1)                                          # [B]
+        r = region.to(torch.float64).flatten(1)                                                  # [B, H·W]
+        size = r.sum(1).clamp_min(1)
+        base = (logits[:, 1].double().flatten(1) * r).sum(1) / size                             # [B]
+        last = self.model.mixer3[-1]
         deltas = torch.empty(b, n, dtype=torch.float64, device=logits.device)
         for chunk, x in self._ablated_tails(state, None, batch_size):
-            x = x.permute(0, 2, 3, 1).reshape(len(chunk), b, -1).transpose(0, 1)  # a view: x is channels-last
-            means = torch.bmm(x, k_r).view(b, len(chunk)).T.double() + offset                      # [k, B]
+            fg = F.conv2d(x, last.weight[1:2], last.bias[1:2], last.stride, last.padding, last.dilation)
+            means = (fg.reshape(len(chunk), b, -1).double() * r).sum(-1) / size                 # [k, B]
             deltas[:, chunk] = (means - base).abs().T
         return _normalise_deltas(deltas, n)
 

@@ -96,7 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Integrated Gradients steps, also those of guidedig, blurig and xrai (default 25, as "
                              "the AffEx paper's code)")
     parser.add_argument("--gradientshap-samples", type=int, default=8, help="GradientShap samples (default 8)")
-    parser.add_argument("--lime-samples", type=int, default=64, help="LIME samples (default 64)")
+    parser.add_argument("--lime-settings", default="paper", choices=("paper", "ridge"),
+                        help="LIME: paper (default: the AffEx paper's Lasso α 0.01, 80 SLIC segments, its image/mask "
+                             "kernel, 25 samples) or ridge (fss_attr's former variant: ridge, 50 segments, cosine "
+                             "kernel on the sample vector, 64 samples)")
+    parser.add_argument("--lime-samples", type=int, default=None,
+                        help="LIME samples (default: 25 with --lime-settings paper, 64 with ridge)")
     parser.add_argument("--infidelity-perturbations", type=int, default=16,
                         help="noise draws of the infidelity (default 16)")
     parser.add_argument("--dataset", default="controlled", choices=("controlled", "pascal", "coco"),
@@ -188,7 +193,8 @@ def explainer_options(name: str, args) -> dict:
     """Constructor keywords of an explainer from the command's options (the seed is given per episode)."""
     opts = {"ig": {"n_steps": args.ig_steps, "internal_batch_size": args.internal_batch_size},
             "gradientshap": {"n_samples": args.gradientshap_samples},
-            "lime": {"n_samples": args.lime_samples, "internal_batch_size": args.internal_batch_size},
+            "lime": {"settings": args.lime_settings, "internal_batch_size": args.internal_batch_size,
+                     **({} if args.lime_samples is None else {"n_samples": args.lime_samples})},
             "guidedig": {"steps": args.ig_steps}, "blurig": {"steps": args.ig_steps}, "xrai": {"steps": args.ig_steps}}
     return opts.get(name, {})
 
@@ -293,7 +299,8 @@ def check_options(args) -> None:
         check_int("--internal-batch-size", args.internal_batch_size, 1)
         check_int("--ig-steps", args.ig_steps, 1)
         check_int("--gradientshap-samples", args.gradientshap_samples, 1)
-        check_int("--lime-samples", args.lime_samples, 2)
+        if args.lime_samples is not None:
+            check_int("--lime-samples", args.lime_samples, 2)
         check_int("--infidelity-perturbations", args.infidelity_perturbations, 1)
         if args.threads is not None:
             check_int("--threads", args.threads, 1)

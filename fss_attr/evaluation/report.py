@@ -21,11 +21,12 @@ TABLE_COLUMNS = (("iauc", "IAUC (mIoU) ↑"), ("dauc", "DAUC (mIoU) ↓"), ("dif
                  ("iauc@1%", "IAUC@1% (Conf) ↑"), ("miouloss@1%", "mIoULoss@1% ↓"),
                  ("miouloss@5%", "mIoULoss@5% ↓"), ("relevance_mass", "Rel. mass ↑"),
                  ("pointing_game", "Pointing ↑"))
-# Row order of the paper's table (explainers not listed follow in the order given).
-PAPER_ORDER = ("random", "gaussnoise", "saliency", "ig", "deeplift", "gradientshap", "lime", "affex-unmasked",
-               "affex-masked", "affex-signed")
+# Row order of the paper's table A (explainers not listed follow in the order given), and its row names.
+PAPER_ORDER = ("random", "gaussnoise", "saliency", "ig", "guidedig", "blurig", "xrai", "deeplift", "gradientshap",
+               "lime", "affex-unmasked", "affex-masked", "affex-signed")
 DISPLAY = {"random": "Random", "gaussnoise": "GaussNoise", "saliency": "Saliency", "ig": "IG",
-           "deeplift": "DeepLift", "gradientshap": "GradientShap", "lime": "LIME", "affex-unmasked": "AffEx Unmasked",
+           "guidedig": "GuidedIG", "blurig": "BlurIG", "xrai": "XRAI", "deeplift": "DeepLift",
+           "gradientshap": "GradientShap", "lime": "LIME", "affex-unmasked": "AffEx Unmasked",
            "affex-masked": "AffEx Masked", "affex-signed": "AffEx Signed"}
 
 

@@ -35,14 +35,16 @@ TABLE_A = ("random", "gaussnoise", "saliency", "ig", "guidedig", "blurig", "xrai
 def paper_preset(model: str) -> dict:
     """Option values of ``--preset paper`` (the AffEx paper's protocol): 1000 1-way 5-shot episodes, seed 42,
     the model's image size, the explainers of Table A, its six metrics (and the model's mIoU), 75 steps,
-    IG 25 steps, DMTNet's max fusion, COCO without crowd and small annotations. Options given with a value
+    IG 25 steps, DMTNet's max fusion, COCO without crowd and small annotations, the paper's rule for empty
+    predictions. Options given with a value
     other than their default win over the preset's."""
     from fss_attr.metrics.evaluate import PAPER_METRICS
     from fss_attr.models.registry import PAPER_SIZE
 
     return {"episodes": 1000, "shots": 5, "seed": 42, "size": PAPER_SIZE[model], "explainers": ",".join(TABLE_A),
             "metrics": ",".join(("miou",) + PAPER_METRICS), "steps": 75, "ig_steps": 25, "region": "logits",
-            "shot_fusion": "max" if model == "dmtnet" else None, "coco_annotations": "paper"}
+            "shot_fusion": "max" if model == "dmtnet" else None, "coco_annotations": "paper",
+            "empty_prediction": "paper"}
 
 
 def apply_preset(args) -> None:
@@ -88,6 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "when the episodes carry support evidence)")
     parser.add_argument("--region", default="logits", choices=("logits", "gt", "all"),
                         help="query region R that is explained and scored (default: the prediction)")
+    parser.add_argument("--empty-prediction", default="exclude", choices=("exclude", "paper"),
+                        help="episodes whose prediction is empty (region logits): exclude (default: R = the whole "
+                             "query, flagged degenerate, left out of every mean) or paper (the paper's code: "
+                             "constant maps, confidence metrics left out, kept in the IoU means; --preset paper)")
     parser.add_argument("--steps", type=int, default=75, help="IAUC/DAUC steps (default 75)")
     parser.add_argument("--internal-batch-size", type=int, default=16,
                         help="perturbation states per forward pass (default 16)")
@@ -357,7 +363,8 @@ def evaluation_config(args, metrics):
 
     return EvaluationConfig(metrics=metrics, region=args.region, steps=args.steps,
                             internal_batch_size=args.internal_batch_size, loop=args.loop,
-                            infidelity_perturbations=args.infidelity_perturbations, seed=args.seed)
+                            infidelity_perturbations=args.infidelity_perturbations, seed=args.seed,
+                            empty_prediction=args.empty_prediction)
 
 
 def episode_source(args):

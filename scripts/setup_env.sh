@@ -10,9 +10,10 @@
 #                                  resolved by the code setup.py builds with (CUDA or not, the CUDA home used,
 #                                  arch list, CPU flags, debug; torch, CUDA and Python versions), then a hash of
 #                                  setup.py, pyproject.toml, build_config.py and csrc/. The build runs when this
-#                                  changes, when pip ran, or when fss_attr._C of this tree fails to import. Settings
-#                                  that resolve to the same build do not rebuild (FSS_ATTR_WITH_CUDA unset, auto or
-#                                  1 where CUDA can be built); MAX_JOBS is not part of it.
+#                                  changes or when fss_attr._C of this tree fails to import. Settings that resolve
+#                                  to the same build do not rebuild (FSS_ATTR_WITH_CUDA unset, auto or 1 where CUDA
+#                                  can be built), nor does a requirements change that keeps torch; MAX_JOBS is not
+#                                  part of it.
 # FSS_ATTR_FORCE_SETUP=1 ignores both stamps. `python -m fss_attr.info` (a few seconds: it times every backend)
 # runs when pip or the build ran, or with FSS_ATTR_SETUP_INFO=1.
 set -euo pipefail
@@ -29,7 +30,7 @@ _fss_info=${FSS_ATTR_SETUP_INFO:-0}
 
 _fss_req=$( { cat requirements.txt; python -c 'import sys; print(sys.version)'; } | _fss_hash)
 if [ "$_fss_force" = 1 ] || [ "$(cat .venv/.fss_attr-requirements 2>/dev/null)" != "$_fss_req" ]; then
-    rm -f .venv/.fss_attr-requirements .venv/.fss_attr-build
+    rm -f .venv/.fss_attr-requirements
     python -m pip install -q --upgrade pip
     python -m pip install -q -r requirements.txt
     echo "$_fss_req" > .venv/.fss_attr-requirements

@@ -190,7 +190,7 @@ def test_superpixels_are_numbered_across_shots(gen):
 
 
 def test_lime_kernel():
-    lime = Lime(kernel_width=0.5)
+    lime = Lime(settings="ridge", kernel_width=0.5)
     z = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
     d = torch.tensor([0.0, 1 - 0.5, 1.0], dtype=torch.float64)       # cosine distance to all-ones
     torch.testing.assert_close(lime.kernel(z), torch.exp(-d ** 2 / 0.25), rtol=1e-15, atol=0)
@@ -199,7 +199,7 @@ def test_lime_kernel():
 def test_lime_recovers_an_additive_model(linear):
     """Keeping superpixel s adds c_s = Σ_{pixels of s} W·x to f, so the ridge fit (tiny penalty) returns c_s."""
     model, ep = linear
-    lime = Lime(n_samples=80, n_segments=6, compactness=100.0, ridge=1e-10, seed=1)
+    lime = Lime(settings="ridge", n_samples=80, n_segments=6, compactness=100.0, alpha=1e-10, seed=1)
     out = lime.explain(model, ep, "all")
     for e in range(2):
         segs = superpixels(ep.support_images[e], 6, 100.0)

@@ -75,6 +75,20 @@ def test_markdown_table_bolds_the_best_in_each_direction():
     assert "**70.00** | **20.00**" in lines[4] and "| **70.00** |" in lines[3]   # tie on IAUC: both bold
 
 
+def test_table_rows_follow_the_papers_table_a_with_its_names():
+    from fss_attr.baselines.registry import EXPLAINERS
+    from fss_attr.commands.evaluate import TABLE_A
+    from fss_attr.evaluation.report import DISPLAY
+
+    rows = [{"explainer": n, "iauc": 0.5} for n in reversed(EXPLAINERS)]
+    names = [line.split("|")[1].strip() for line in markdown_table(summarise(rows, ("iauc",))).splitlines()[2:]]
+    assert set(DISPLAY) == set(EXPLAINERS)                   # every explainer has its display name
+    want = ["Random", "GaussNoise", "Saliency", "IG", "GuidedIG", "BlurIG", "XRAI", "DeepLift", "GradientShap",
+            "LIME", "AffEx Unmasked", "AffEx Masked", "AffEx Signed"]
+    assert names == want
+    assert [DISPLAY[n] for n in TABLE_A] == [n for n in want if n != "GradientShap"]
+
+
 def test_command_line_rejects_bad_names(capsys):
     assert main(["evaluate", "--explainers", "random,gradcam"]) == 2
     assert "unknown explainer 'gradcam'" in capsys.readouterr().err

@@ -113,3 +113,8 @@ def test_done_when_dcama_resnet50_paper_preset_on_an_official_pascal_list(tmp_pa
     table = (out / "table.md").read_text()
     for col in ("IAUC", "DAUC", "Diff", "IAUC@1%", "mIoULoss@1%", "mIoULoss@5%"):
         assert col in table
+    for name in ("Random", "GaussNoise", "Saliency", "IG", "GuidedIG", "BlurIG", "XRAI", "DeepLift", "LIME",
+                 "AffEx Unmasked", "AffEx Masked", "AffEx Signed"):
+        assert f"| {name} |" in table
+    assert config["explainer_options"]["lime"]["settings"] == "paper"
+    assert config["evaluation"]["empty_prediction"] == "paper"

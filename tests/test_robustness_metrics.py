@@ -82,7 +82,7 @@ def test_lime_without_ridge_and_few_samples_runs():
     masks[..., 4:12, 4:12] = True
     ep = Episode(torch.randn(1, 3, 16, 16, generator=g), torch.randn(1, 1, 3, 16, 16, generator=g), masks,
                  query_mask=masks[:, 0])
-    maps = Lime(n_samples=3, n_segments=10, ridge=0.0).attribute(PooledPixelMatcher(), ep, masks[:, 0])
+    maps = Lime(settings="ridge", n_samples=3, n_segments=10, alpha=0.0).attribute(PooledPixelMatcher(), ep, masks[:, 0])
     assert maps.shape == (1, 1, 16, 16) and bool(torch.isfinite(maps).all())
 
 

@@ -50,6 +50,10 @@ class SupportExplainer:
     over the support pixels; :meth:`explain` is the protocol's call."""
 
     name = "base"
+    #: whether the maps depend on the query region R (False for the model-free baselines): with an empty
+    #: prediction, the paper's rule (:class:`fss_attr.evaluation.EvaluationConfig` ``empty_prediction``) gives
+    #: the explainers that read R constant maps
+    reads_region = True
     # messages of warnings that the attribution method raises by design (filtered inside explain)
     expected_warnings: tuple[str, ...] = ()
 

@@ -12,6 +12,7 @@ class Random(SupportExplainer):
     at construction, so a run over many episodes repeats exactly."""
 
     name = "random"
+    reads_region = False
 
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
@@ -31,6 +32,7 @@ class GaussNoise(SupportExplainer):
     the annotated foreground first in noise order). Seeded at construction like :class:`Random`."""
 
     name = "gaussnoise"
+    reads_region = False
 
     def __init__(self, sigma: float = 0.01, seed: int = 0, clip_quantile: float | None = 0.99):
         self.sigma = check_nonnegative("sigma", sigma)

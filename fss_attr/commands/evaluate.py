@@ -35,14 +35,16 @@ TABLE_A = ("random", "gaussnoise", "saliency", "ig", "guidedig", "blurig", "xrai
 def paper_preset(model: str) -> dict:
     """Option values of ``--preset paper`` (the AffEx paper's protocol): 1000 1-way 5-shot episodes, seed 42,
     the model's image size, the explainers of Table A, its six metrics (and the model's mIoU), 75 steps,
-    IG 25 steps, DMTNet's max fusion, COCO without crowd and small annotations. Options given with a value
+    IG 25 steps, DMTNet's max fusion, COCO without crowd and small annotations, the paper's rule for empty
+    predictions. Options given with a value
     other than their default win over the preset's."""
     from fss_attr.metrics.evaluate import PAPER_METRICS
     from fss_attr.models.registry import PAPER_SIZE
 
     return {"episodes": 1000, "shots": 5, "seed": 42, "size": PAPER_SIZE[model], "explainers": ",".join(TABLE_A),
             "metrics": ",".join(("miou",) + PAPER_METRICS), "steps": 75, "ig_steps": 25, "region": "logits",
-            "shot_fusion": "max" if model == "dmtnet" else None, "coco_annotations": "paper"}
+            "shot_fusion": "max" if model == "dmtnet" else None, "coco_annotations": "paper",
+            "empty_prediction": "paper"}
 
 
 def apply_preset(args) -> None:
@@ -88,6 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "when the episodes carry support evidence)")
     parser.add_argument("--region", default="logits", choices=("logits", "gt", "all"),
                         help="query region R that is explained and scored (default: the prediction)")
+    parser.add_argument("--empty-prediction", default="exclude", choices=("exclude", "paper"),
+                        help="episodes whose prediction is empty (region logits): exclude (default: R = the whole "
+                             "query, flagged degenerate, left out of every mean) or paper (the paper's code: "
+                             "constant maps, confidence metrics left out, kept in the IoU means; --preset paper)")
     parser.add_argument("--steps", type=int, default=75, help="IAUC/DAUC steps (default 75)")
     parser.add_argument("--internal-batch-size", type=int, default=16,
                         help="perturbation states per forward pass (default 16)")
@@ -96,7 +102,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Integrated Gradients steps, also those of guidedig, blurig and xrai (default 25, as "
                              "the AffEx paper's code)")
     parser.add_argument("--gradientshap-samples", type=int, default=8, help="GradientShap samples (default 8)")
-    parser.add_argument("--lime-samples", type=int, default=64, help="LIME samples (default 64)")
+    parser.add_argument("--lime-settings", default="paper", choices=("paper", "ridge"),
+                        help="LIME: paper (default: the AffEx paper's Lasso α 0.01, 80 SLIC segments, its image/mask "
+                             "kernel, 25 samples) or ridge (fss_attr's former variant: ridge, 50 segments, cosine "
+                             "kernel on the sample vector, 64 samples)")
+    parser.add_argument("--lime-samples", type=int, default=None,
+                        help="LIME samples (default: 25 with --lime-settings paper, 64 with ridge)")
     parser.add_argument("--infidelity-perturbations", type=int, default=16,
                         help="noise draws of the infidelity (default 16)")
     parser.add_argument("--dataset", default="controlled", choices=("controlled", "pascal", "coco"),
@@ -188,7 +199,8 @@ def explainer_options(name: str, args) -> dict:
     """Constructor keywords of an explainer from the command's options (the seed is given per episode)."""
     opts = {"ig": {"n_steps": args.ig_steps, "internal_batch_size": args.internal_batch_size},
             "gradientshap": {"n_samples": args.gradientshap_samples},
-            "lime": {"n_samples": args.lime_samples, "internal_batch_size": args.internal_batch_size},
+            "lime": {"settings": args.lime_settings, "internal_batch_size": args.internal_batch_size,
+                     **({} if args.lime_samples is None else {"n_samples": args.lime_samples})},
             "guidedig": {"steps": args.ig_steps}, "blurig": {"steps": args.ig_steps}, "xrai": {"steps": args.ig_steps}}
     return opts.get(name, {})
 
@@ -293,7 +305,8 @@ def check_options(args) -> None:
         check_int("--internal-batch-size", args.internal_batch_size, 1)
         check_int("--ig-steps", args.ig_steps, 1)
         check_int("--gradientshap-samples", args.gradientshap_samples, 1)
-        check_int("--lime-samples", args.lime_samples, 2)
+        if args.lime_samples is not None:
+            check_int("--lime-samples", args.lime_samples, 2)
         check_int("--infidelity-perturbations", args.infidelity_perturbations, 1)
         if args.threads is not None:
             check_int("--threads", args.threads, 1)
@@ -350,7 +363,8 @@ def evaluation_config(args, metrics):
 
     return EvaluationConfig(metrics=metrics, region=args.region, steps=args.steps,
                             internal_batch_size=args.internal_batch_size, loop=args.loop,
-                            infidelity_perturbations=args.infidelity_perturbations, seed=args.seed)
+                            infidelity_perturbations=args.infidelity_perturbations, seed=args.seed,
+                            empty_prediction=args.empty_prediction)
 
 
 def episode_source(args):

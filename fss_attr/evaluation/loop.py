@@ -27,6 +27,7 @@ from fss_attr.metrics.evaluate import DEFAULT_METRICS
 from fss_attr.validation import check_int
 
 REGIONS = ("logits", "gt", "all")
+EMPTY_PREDICTION_RULES = ("exclude", "paper")
 CURVES = ("iauc", "dauc", "iauc@1%", "image_iauc", "image_dauc")
 
 
@@ -44,6 +45,14 @@ class EvaluationConfig:
         loop: one state per forward pass (the reference path).
         infidelity_perturbations: noise draws J of the infidelity.
         seed: the run's seed; episode i's explainers get ``seed + i``.
+        empty_prediction: what happens to an episode whose prediction is empty when R is the prediction
+            (``region="logits"``). "exclude" (default): R falls back to the whole query, every explainer gets a
+            defined map, and the episode is flagged ``degenerate`` and left out of every mean. "paper": the
+            AffEx paper's code, whose R is then empty (means over no pixels): the maps of the explainers that
+            read R (all but those with ``reads_region = False``: random, gaussnoise) are constant (zeros: the
+            metrics rank ties in index order, as torch's sort ranks the paper's NaN maps), the metrics that read
+            R (:func:`fss_attr.metrics.evaluate.reads_region`: iauc@P%, infidelity) are NaN and so left out of
+            their means, and the episode stays in the means of the others (docs/metrics.md).
 
     Raises:
         ValueError: naming the field, on a bad value.
@@ -56,6 +65,7 @@ class EvaluationConfig:
     loop: bool = False
     infidelity_perturbations: int = 16
     seed: int = 0
+    empty_prediction: str = "exclude"
 
     def __post_init__(self):
         from fss_attr.metrics import check_metrics
@@ -67,6 +77,8 @@ class EvaluationConfig:
         check_int("internal_batch_size", self.internal_batch_size, 1)
         check_int("infidelity_perturbations", self.infidelity_perturbations, 1)
         check_int("seed", self.seed, 0)
+        if self.empty_prediction not in EMPTY_PREDICTION_RULES:
+            raise ValueError(f"empty_prediction must be one of {EMPTY_PREDICTION_RULES}, got {self.empty_prediction!r}")
         object.__setattr__(self, "loop", bool(self.loop))
 
     def all_metrics(self) -> tuple[str, ...]:
@@ -91,7 +103,9 @@ class EpisodeResult:
             metric the episode allows, "explain_s" and "evaluate_s" (seconds), "empty_prediction" (0/1: the
             model predicted no query foreground), "degenerate" (0/1: the explained region R covers the whole
             query or none of it, so an AffEx map is uniform by construction — the empty-prediction fallback,
-            region "all", an empty ground truth; such episodes are left out of the means).
+            region "all", an empty ground truth; such episodes are left out of the means; with
+            ``empty_prediction="paper"`` an empty prediction does not flag the episode, see
+            :class:`EvaluationConfig`).
         curves: {explainer: {curve name: list of floats}} for the curves in :data:`CURVES` that were computed.
     """
 
@@ -160,6 +174,7 @@ def evaluate_episodes(model, episodes: Iterable, explainers: Mapping[str, object
         ValueError: from the metrics (e.g. a metric needs ground truth the episode lacks).
     """
     from fss_attr.metrics import LOCALISATION_METRICS, evaluate
+    from fss_attr.metrics.evaluate import reads_region
 
     if not isinstance(config, EvaluationConfig):
         raise TypeError(f"config must be an EvaluationConfig, got {type(config).__name__}")
@@ -184,7 +199,7 @@ def evaluate_episodes(model, episodes: Iterable, explainers: Mapping[str, object
         result = EpisodeResult(i)
         cache: dict = {}           # logits of the map-free support states, shared by the explainers
         shared: dict = {}          # for explainers that accept a per-episode cache (e.g. one encode for all)
-        flags = None
+        flags, paper_empty = None, False
         devices = [episode.device] if episode.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             for name in run:
@@ -198,10 +213,15 @@ def evaluate_episodes(model, episodes: Iterable, explainers: Mapping[str, object
                 t1 = time.perf_counter()
                 if flags is None:
                     empty = not bool(explanation.prediction.any())
+                    paper_empty = empty and config.region == "logits" and config.empty_prediction == "paper"
                     flagged = getattr(explanation, "degenerate", None)
-                    degenerate = _degenerate(explanation.region) or (flagged is not None and bool(torch.as_tensor(flagged).any()))
+                    degenerate = not paper_empty and (
+                        _degenerate(explanation.region) or (flagged is not None and bool(torch.as_tensor(flagged).any())))
                     flags = {"empty_prediction": int(empty), "degenerate": int(degenerate)}
-                values = evaluate(scoring_model, episode, explanation.maps.to(torch.float64), use,
+                maps = explanation.maps.to(torch.float64)
+                if paper_empty and getattr(explainer, "reads_region", True):
+                    maps = torch.zeros_like(maps)        # the paper's R is empty: its maps are NaN (see config)
+                values = evaluate(scoring_model, episode, maps, use,
                                   region=explanation.region, steps=config.steps,
                                   internal_batch_size=config.internal_batch_size, loop=config.loop,
                                   infidelity_perturbations=config.infidelity_perturbations,
@@ -212,10 +232,11 @@ def evaluate_episodes(model, episodes: Iterable, explainers: Mapping[str, object
                     continue
                 row = {"episode": i, "explainer": name, "class": _class_name(episode),
                        "explain_s": round(t1 - t0, 4), "evaluate_s": round(t2 - t1, 4), **flags}
-                row.update({m: float(values[m][0]) for m in use})
+                row.update({m: float("nan") if paper_empty and reads_region(m) else float(values[m][0]) for m in use})
                 result.rows.append(row)
                 result.curves[name] = {k[6:]: values[k][0].cpu().tolist() for k in values
-                                       if k.startswith("curve:") and k[6:] in CURVES}
+                                       if k.startswith("curve:") and k[6:] in CURVES
+                                       and not (paper_empty and reads_region(k[6:]))}
         result.rows.sort(key=lambda r: names.index(r["explainer"]))
         yield result
 

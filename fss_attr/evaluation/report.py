@@ -21,11 +21,12 @@ TABLE_COLUMNS = (("iauc", "IAUC (mIoU) ↑"), ("dauc", "DAUC (mIoU) ↓"), ("dif
                  ("iauc@1%", "IAUC@1% (Conf) ↑"), ("miouloss@1%", "mIoULoss@1% ↓"),
                  ("miouloss@5%", "mIoULoss@5% ↓"), ("relevance_mass", "Rel. mass ↑"),
                  ("pointing_game", "Pointing ↑"))
-# Row order of the paper's table (explainers not listed follow in the order given).
-PAPER_ORDER = ("random", "gaussnoise", "saliency", "ig", "deeplift", "gradientshap", "lime", "affex-unmasked",
-               "affex-masked", "affex-signed")
+# Row order of the paper's table A (explainers not listed follow in the order given), and its row names.
+PAPER_ORDER = ("random", "gaussnoise", "saliency", "ig", "guidedig", "blurig", "xrai", "deeplift", "gradientshap",
+               "lime", "affex-unmasked", "affex-masked", "affex-signed")
 DISPLAY = {"random": "Random", "gaussnoise": "GaussNoise", "saliency": "Saliency", "ig": "IG",
-           "deeplift": "DeepLift", "gradientshap": "GradientShap", "lime": "LIME", "affex-unmasked": "AffEx Unmasked",
+           "guidedig": "GuidedIG", "blurig": "BlurIG", "xrai": "XRAI", "deeplift": "DeepLift",
+           "gradientshap": "GradientShap", "lime": "LIME", "affex-unmasked": "AffEx Unmasked",
            "affex-masked": "AffEx Masked", "affex-signed": "AffEx Signed"}
 
 
@@ -236,6 +237,10 @@ def table_text(summary: Mapping, rows: Sequence[Mapping] = ()) -> str:
         return markdown_table(summary["metrics"])
     n, used = summary["episodes"], summary["episodes_in_means"]
     left_out = f" ({n - used} degenerate episodes left out)" if used != n else ""
+    rule = ((summary.get("config") or {}).get("evaluation") or {}).get("empty_prediction")
+    if rule == "paper" and summary.get("episodes_with_empty_prediction"):
+        left_out += (f" ({summary['episodes_with_empty_prediction']} with an empty prediction kept by the paper's "
+                     "rule: constant maps for the explainers that read R, left out of the confidence means)")
     seconds = summary["wall_time_s"] if summary.get("wall_time_s") is not None else summary["compute_time_s"]
     kind = "wall time" if summary.get("wall_time_s") is not None else "compute time"
     return (f"{n} episodes{left_out}, values ×100 (mean over episodes; best per column in bold); "

@@ -51,6 +51,15 @@ def higher_is_better(name: str) -> bool:
     return HIGHER_IS_BETTER[name]
 
 
+def reads_region(name: str) -> bool:
+    """Whether metric ``name`` reads the query region R (the confidence metrics iauc@P% and the infidelity, which
+    score the mean foreground output over R); the IoU metrics and the localisation metrics do not."""
+    m = _PERCENT.match(name)
+    if m:
+        return m.group(1) == "iauc"
+    return name in ("infidelity", "infidelity_norm")
+
+
 def check_metrics(metrics) -> tuple[str, ...]:
     """Validate metric names (see the module docstring); returns them as a tuple without repeats."""
     if isinstance(metrics, str):

@@ -73,6 +73,8 @@ def test_markdown_table_bolds_the_best_in_each_direction():
     assert lines[0].startswith("| Explainer | IAUC (mIoU) ↑ | DAUC (mIoU) ↓ |")
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["Random", "LIME", "AffEx Masked"]
     assert "**70.00** | **20.00**" in lines[4] and "| **70.00** |" in lines[3]   # tie on IAUC: both bold
+    with_empty = summarise(rows, ("iauc", "dauc", "pointing_game"))           # no value: no column
+    assert markdown_table(with_empty) == markdown_table(s)
 
 
 def test_table_rows_follow_the_papers_table_a_with_its_names():

@@ -58,9 +58,11 @@ def ordered(names: Iterable[str]) -> list[str]:
 
 def markdown_table(summary: dict, columns=TABLE_COLUMNS, scale: float = 100.0) -> str:
     """The paper-shaped table: one row per explainer, mean ×``scale`` (2 decimals), best per column in bold.
-    Columns absent from the summary are left out."""
+    Columns absent from the summary, or without a finite mean in any row (e.g. the localisation metrics of
+    episodes without support evidence), are left out."""
     names = ordered(summary)
-    columns = [(m, h) for m, h in columns if any(m in summary[n] for n in names)]
+    columns = [(m, h) for m, h in columns
+               if any(math.isfinite(summary[n].get(m, {}).get("mean", float("nan"))) for n in names)]
     best = {}
     for m, _ in columns:
         vals = [(summary[n][m]["mean"], n) for n in names if m in summary[n] and math.isfinite(summary[n][m]["mean"])]

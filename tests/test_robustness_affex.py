@@ -307,6 +307,22 @@ def test_feature_matcher_says_what_a_bad_backbone_returned(out, match):
         FeatureMatcher(Bad(), 1).encode(_episode())
 
 
+def test_every_adapter_names_a_dtype_or_device_mismatch():
+    """One check (MatchingAdapter.check_episode) for FeatureMatcher, HSNet/DMTNet and DCAMA: a float64 episode
+    into a float32 model is refused naming both dtypes, before any layer runs."""
+    from fss_attr.models.dcama import DCAMA
+    from fss_attr.models.hsnet import HSNet
+
+    ep = _episode()
+    ep64 = Episode(ep.query.double(), ep.support_images.double(), ep.support_masks)
+    models = [FeatureMatcher(SeqBackbone(), 2), HSNet(), DCAMA("resnet50")]
+    for model in models:
+        with pytest.raises(TypeError, match=r"the episode is torch.float64 on cpu, \w+ is torch.float32 on cpu"):
+            model.encode(ep64)
+    with pytest.raises(TypeError, match="episode must be a fss_attr.data.episode.Episode, got dict"):
+        models[0].encode({"query": ep.query})
+
+
 # item 9: NaN pixels into the similarity explainers --------------------------------------------------------------
 
 def test_similarity_explainers_refuse_nan_images():

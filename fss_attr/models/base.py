@@ -56,6 +56,20 @@ class MatchingAdapter(nn.Module, abc.ABC):
     def levels(self, state: Any) -> Sequence[LevelScores | LevelFeatures]:
         """The L levels of matching of the encoded episode, in the order of ``ablate_level``."""
 
+    def check_episode(self, episode) -> None:
+        """The one check that an input can run through this model: an :class:`Episode` whose images have the
+        dtype and device of the model's floating-point parameters (models without any accept every episode).
+
+        Raises:
+            TypeError: not an Episode, or a dtype or device that differs from the model's, naming both.
+        """
+        if not isinstance(episode, Episode):
+            raise TypeError(f"episode must be a fss_attr.data.episode.Episode, got {type(episode).__name__}")
+        p = next((t for t in self.parameters() if t.is_floating_point()), None)
+        if p is not None and (episode.query.dtype != p.dtype or episode.device != p.device):
+            raise TypeError(f"the episode is {episode.query.dtype} on {episode.device}, {type(self).__name__} is "
+                            f"{p.dtype} on {p.device}: move one to the other (e.g. model.to({episode.query.dtype}))")
+
     def forward(self, episode: Episode) -> torch.Tensor:
         """Logits [B, 2, H, W] of the episode."""
         return self.decode(self.encode(episode))

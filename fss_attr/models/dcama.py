@@ -355,8 +355,7 @@ class DCAMA(MatchingAdapter):
             raise ValueError(f"ablate_level must be None or an int in [0, {n}), got {ablate_level!r}")
 
     def _check_episode(self, episode):
-        if not isinstance(episode, Episode):
-            raise TypeError(f"episode must be a fss_attr.data.episode.Episode, got {type(episode).__name__}")
+        self.check_episode(episode)
         h, w = episode.image_size
         if h != w:
             raise ValueError(f"DCAMA takes square images (its decoder upsamples square grids), got {h}×{w}")
@@ -365,10 +364,6 @@ class DCAMA(MatchingAdapter):
             raise ValueError(f"DCAMA with this Swin takes {side}×{side} images, got {h}×{w}")
         if not self.is_swin and h % 32:
             raise ValueError(f"DCAMA with a ResNet takes square images whose side is a multiple of 32, got {h}×{w}")
-        p = next(self.parameters())
-        if episode.query.dtype != p.dtype or episode.device != p.device:
-            raise TypeError(f"the episode is {episode.query.dtype} on {episode.device}, the model is {p.dtype} on "
-                            f"{p.device}: move one to the other")
 
 
 __all__ = ["DCAMA", "DCAMAState", "BACKBONES", "official_keys"]

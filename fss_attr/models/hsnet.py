@@ -275,14 +275,7 @@ class HSNet(MatchingAdapter):
     # -- encode -----------------------------------------------------------------------------------------------
 
     def _check_episode(self, episode) -> None:
-        if not isinstance(episode, Episode):
-            raise TypeError(f"episode must be a fss_attr.data.episode.Episode, got {type(episode).__name__}")
-        weight = self.hpn_learner.decoder2[-1].weight
-        if episode.query.dtype != weight.dtype:
-            raise TypeError(f"episode images are {episode.query.dtype} but {type(self).__name__}'s parameters are "
-                            f"{weight.dtype}: convert one of them (e.g. model.to({episode.query.dtype}))")
-        if episode.device != weight.device:
-            raise ValueError(f"episode is on {episode.device} but {type(self).__name__} is on {weight.device}")
+        self.check_episode(episode)
         h, w = episode.image_size
         if min(h, w) < self.min_image_side:
             raise ValueError(f"{type(self).__name__} needs images of at least {self.min_image_side} px per side, "

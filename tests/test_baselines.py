@@ -54,6 +54,22 @@ def test_registry():
         make_explainer("lime", n_samples=1)
 
 
+def test_a_missing_package_is_named_before_anything_runs(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    from fss_attr.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"explainer 'lime' needs scikit-learn: pip install scikit-learn"):
+        make_explainer("lime")
+    make_explainer("saliency")                                   # the others are unaffected
+    out = tmp_path / "out"
+    assert main(["evaluate", "--explainers", "random,lime", "--episodes", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "needs scikit-learn" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 # ---------------------------------------------------------------- the target
 
 def test_target_is_the_mean_foreground_logit_over_the_region(gen):

@@ -308,19 +308,27 @@ def test_feature_matcher_says_what_a_bad_backbone_returned(out, match):
 
 
 def test_every_adapter_names_a_dtype_or_device_mismatch():
-    """One check (MatchingAdapter.check_episode) for FeatureMatcher, HSNet/DMTNet and DCAMA: a float64 episode
-    into a float32 model is refused naming both dtypes, before any layer runs."""
+    """One check (MatchingAdapter.check_episode): HSNet/DMTNet and DCAMA refuse a float64 episode into a float32
+    model naming both dtypes, before any layer runs; FeatureMatcher checks the type only, as a bring-your-own
+    backbone may cast its input."""
     from fss_attr.models.dcama import DCAMA
     from fss_attr.models.hsnet import HSNet
 
     ep = _episode()
     ep64 = Episode(ep.query.double(), ep.support_images.double(), ep.support_masks)
-    models = [FeatureMatcher(SeqBackbone(), 2), HSNet(), DCAMA("resnet50")]
-    for model in models:
+    for model in (HSNet(), DCAMA("resnet50")):
         with pytest.raises(TypeError, match=r"the episode is torch.float64 on cpu, \w+ is torch.float32 on cpu"):
             model.encode(ep64)
+
+    class Casting(SeqBackbone):
+        def forward(self, x):
+            return super().forward(x.float())
+
+    torch.manual_seed(0)
+    matcher = FeatureMatcher(Casting(), 2).eval()
+    torch.testing.assert_close(matcher(ep64), matcher(ep))
     with pytest.raises(TypeError, match="episode must be a fss_attr.data.episode.Episode, got dict"):
-        models[0].encode({"query": ep.query})
+        matcher.encode({"query": ep.query})
 
 
 # item 9: NaN pixels into the similarity explainers --------------------------------------------------------------

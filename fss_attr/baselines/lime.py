@@ -205,7 +205,8 @@ class Lime(SupportExplainer):
         zero image).
         """
         x2 = images.to(torch.float64).pow(2).sum(1)                             # [N, H, W]
-        kept2 = (x2 * keep).flatten(2).sum(2)                                   # [S, N]
+        kept2 = torch.stack([(x2 * k).flatten(1).sum(1) for k in keep]) if len(keep) else \
+            torch.zeros(0, x2.shape[0], dtype=torch.float64, device=x2.device)  # [S, N]
         total2 = x2.flatten(1).sum(1)                                           # [N]
         cos = torch.where(total2 > 0, (kept2 / total2.clamp_min(1e-300)).sqrt(), torch.zeros_like(kept2))
         mask_px = masks.flatten(1).sum(1).to(torch.float64)                     # [N]
@@ -255,6 +256,7 @@ class Lime(SupportExplainer):
                 kept = int(shots[e][j].sum())
                 groups.setdefault(kept if kept else episode.n_shots, []).append((e, j))
         y = torch.empty(episode.batch_size, n, dtype=torch.float64, device=episode.device)
+        shared: dict = {}                  # the query's features, encoded once for every group
         for items in groups.values():
             def build(i, items=items):
                 e, j = items[i]
@@ -262,7 +264,8 @@ class Lime(SupportExplainer):
                 sel = shots[e][j] if bool(shots[e][j].any()) else slice(None)
                 return e, images[sel], masks[sel]
 
-            out = forward_supports(model, episode, len(items), build, score, self.internal_batch_size)["logit"]
+            out = forward_supports(model, episode, len(items), build, score, self.internal_batch_size,
+                                   cache=shared)["logit"]
             for i, (e, j) in enumerate(items):
                 y[e, j] = out[i]
         return y

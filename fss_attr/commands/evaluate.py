@@ -430,7 +430,7 @@ def run(args) -> int:
             metrics = check_metrics([m.strip() for m in args.metrics.split(",") if m.strip()])
             evaluation = evaluation_config(args, metrics)
             factories = explainer_factories(names, args)
-        except ValueError as e:
+        except (ValueError, ModuleNotFoundError) as e:
             raise UsageError(str(e)) from None
         source, to_save = episode_source(args)
         config = run_config(args, names, evaluation, source)

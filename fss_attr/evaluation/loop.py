@@ -51,8 +51,9 @@ class EvaluationConfig:
             AffEx paper's code, whose R is then empty (means over no pixels): the maps of the explainers that
             read R (all but those with ``reads_region = False``: random, gaussnoise) are constant (zeros: the
             metrics rank ties in index order, as torch's sort ranks the paper's NaN maps), the metrics that read
-            R (:func:`fss_attr.metrics.evaluate.reads_region`: iauc@P%, infidelity) are NaN and so left out of
-            their means, and the episode stays in the means of the others (docs/metrics.md).
+            R (:func:`fss_attr.metrics.evaluate.reads_region`: iauc@P%, infidelity), and the localisation metrics
+            of the constant maps, are NaN and so left out of their means, and the episode stays in the means of
+            the others (docs/metrics.md).
 
     Raises:
         ValueError: naming the field, on a bad value.
@@ -219,7 +220,8 @@ def evaluate_episodes(model, episodes: Iterable, explainers: Mapping[str, object
                         _degenerate(explanation.region) or (flagged is not None and bool(torch.as_tensor(flagged).any())))
                     flags = {"empty_prediction": int(empty), "degenerate": int(degenerate)}
                 maps = explanation.maps.to(torch.float64)
-                if paper_empty and getattr(explainer, "reads_region", True):
+                stand_in = paper_empty and getattr(explainer, "reads_region", True)
+                if stand_in:
                     maps = torch.zeros_like(maps)        # the paper's R is empty: its maps are NaN (see config)
                 values = evaluate(scoring_model, episode, maps, use,
                                   region=explanation.region, steps=config.steps,
@@ -232,7 +234,9 @@ def evaluate_episodes(model, episodes: Iterable, explainers: Mapping[str, object
                     continue
                 row = {"episode": i, "explainer": name, "class": _class_name(episode),
                        "explain_s": round(t1 - t0, 4), "evaluate_s": round(t2 - t1, 4), **flags}
-                row.update({m: float("nan") if paper_empty and reads_region(m) else float(values[m][0]) for m in use})
+                undefined = [m for m in use if (paper_empty and reads_region(m))
+                             or (stand_in and m in LOCALISATION_METRICS)]      # a stand-in map localises nothing
+                row.update({m: float("nan") if m in undefined else float(values[m][0]) for m in use})
                 result.rows.append(row)
                 result.curves[name] = {k[6:]: values[k][0].cpu().tolist() for k in values
                                        if k.startswith("curve:") and k[6:] in CURVES

@@ -239,8 +239,9 @@ def table_text(summary: Mapping, rows: Sequence[Mapping] = ()) -> str:
         return markdown_table(summary["metrics"])
     n, used = summary["episodes"], summary["episodes_in_means"]
     left_out = f" ({n - used} degenerate episodes left out)" if used != n else ""
-    rule = ((summary.get("config") or {}).get("evaluation") or {}).get("empty_prediction")
-    if rule == "paper" and summary.get("episodes_with_empty_prediction"):
+    evaluation = (summary.get("config") or {}).get("evaluation") or {}
+    if (evaluation.get("empty_prediction") == "paper" and evaluation.get("region", "logits") == "logits"
+            and summary.get("episodes_with_empty_prediction")):
         left_out += (f" ({summary['episodes_with_empty_prediction']} with an empty prediction kept by the paper's "
                      "rule: constant maps for the explainers that read R, left out of the confidence means)")
     seconds = summary["wall_time_s"] if summary.get("wall_time_s") is not None else summary["compute_time_s"]

@@ -56,15 +56,19 @@ class MatchingAdapter(nn.Module, abc.ABC):
     def levels(self, state: Any) -> Sequence[LevelScores | LevelFeatures]:
         """The L levels of matching of the encoded episode, in the order of ``ablate_level``."""
 
-    def check_episode(self, episode) -> None:
+    def check_episode(self, episode, parameters: bool = True) -> None:
         """The one check that an input can run through this model: an :class:`Episode` whose images have the
-        dtype and device of the model's floating-point parameters (models without any accept every episode).
+        dtype and device of the model's floating-point parameters (models without any accept every episode;
+        ``parameters=False`` checks the type only, for models whose modules may cast their input, such as a
+        bring-your-own backbone).
 
         Raises:
             TypeError: not an Episode, or a dtype or device that differs from the model's, naming both.
         """
         if not isinstance(episode, Episode):
             raise TypeError(f"episode must be a fss_attr.data.episode.Episode, got {type(episode).__name__}")
+        if not parameters:
+            return
         p = next((t for t in self.parameters() if t.is_floating_point()), None)
         if p is not None and (episode.query.dtype != p.dtype or episode.device != p.device):
             raise TypeError(f"the episode is {episode.query.dtype} on {episode.device}, {type(self).__name__} is "

@@ -93,7 +93,7 @@ class FeatureMatcher(MatchingAdapter):
         return self._n_levels
 
     def encode(self, episode: Episode) -> MatcherState:
-        self.check_episode(episode)
+        self.check_episode(episode, parameters=False)      # any backbone: it may cast its input
         images = torch.cat([episode.query, episode.support_images.flatten(0, 1)])
         feats = self._check_feats(backbone_feature_maps(self.backbone(images), images.shape[0]))
         b = episode.batch_size
@@ -122,7 +122,7 @@ class FeatureMatcher(MatchingAdapter):
 
     def forward_with_query(self, episode: Episode, features, index: torch.Tensor) -> torch.Tensor:
         """Logits of ``episode``, the backbone run on its support images only (query features reused)."""
-        self.check_episode(episode)
+        self.check_episode(episode, parameters=False)      # any backbone: it may cast its input
         images = episode.support_images.flatten(0, 1)
         support = self._check_feats(backbone_feature_maps(self.backbone(images), images.shape[0]))
         return self.decode(self._state(episode, [f[index] for f in features], support))

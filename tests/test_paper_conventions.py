@@ -83,6 +83,8 @@ def test_empty_predictions_under_the_papers_rule(gen):
     for name in ("saliency", "affex-masked"):                                      # read R: a constant map
         for m in ("iauc", "dauc", "miouloss@5%"):
             assert by[name][m] == float(zero[m][0])
+        assert by[name]["pointing_game"] != by[name]["pointing_game"]              # a stand-in localises nothing
+    assert by["random"]["pointing_game"] == by["random"]["pointing_game"]          # random's own map: defined
     ex = {r["explainer"]: r for r in exclude.rows}
     for m in ("iauc", "dauc", "miouloss@5%"):                                       # random ignores R
         assert by["random"][m] == ex["random"][m]

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 
 from fss_attr.cli import build_parser, main
 from fss_attr.evaluation import evaluate_episodes
-from fss_attr.evaluation.store import read_records, record_files
+from fss_attr.evaluation.store import RowWriter, read_records, record_files
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = ["--episodes", "4", "--shots", "2", "--size", "32", "--explainers", "random,affex-masked",
@@ -171,31 +170,25 @@ def test_reruns_with_bad_options_leave_every_result_intact(killed_run, tmp_path,
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_a_run_keeps_every_result_and_the_rerun_completes(killed_run, tmp_path, capsys):
+def test_ctrl_c_during_a_run_keeps_every_result_and_the_rerun_completes(killed_run, tmp_path, capsys, monkeypatch):
     _, died = killed_run
     folder = tmp_path / "run"
     shutil.copytree(died, folder)
     assert main(["evaluate", "--merge-only", str(folder)]) == 0
     before = snapshot(folder)
-    old_files = set(record_files(folder))
-    stop = threading.Event()
+    real_write = RowWriter.write
 
-    def interrupt_after_a_new_row():
-        while not stop.is_set():
-            new = [p for p in record_files(folder) if p not in old_files]
-            if new and lines(new[0]) >= 1:
-                os.kill(os.getpid(), signal.SIGINT)            # Ctrl-C
-                return
-            time.sleep(0.02)
+    def write_then_ctrl_c(self, *args, **kw):     # Ctrl-C right after the first new row is durable (a watcher
+        real_write(self, *args, **kw)             # thread raced the run's last episode on a loaded machine)
+        monkeypatch.setattr(RowWriter, "write", real_write)
+        os.kill(os.getpid(), signal.SIGINT)
 
-    watcher = threading.Thread(target=interrupt_after_a_new_row, daemon=True)
+    monkeypatch.setattr(RowWriter, "write", write_then_ctrl_c)
     threads = torch.get_num_threads()
-    watcher.start()
     try:
         rc = main(["evaluate", *OPTIONS, "--out", str(folder)])
     finally:
-        stop.set()
-        watcher.join()
+        monkeypatch.setattr(RowWriter, "write", real_write)
         torch.set_num_threads(threads)
     assert rc == 130
     assert "run the same command again to resume" in capsys.readouterr().err

@@ -10,6 +10,17 @@ import fss_attr  # noqa: E402
 FAST_BACKENDS = [b for b in fss_attr.available_backends() if b != "literal"]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of small tensors, restored after: on a busy 2-core machine two OpenMP
+    threads wait on each other at every op (measured: test_hsnet 400 s with two threads under load 11, 50 s
+    with one; the RCN's tiny training 30× slower). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def gen():
     """A generator with a fresh seed each run; the seed is printed so a failure can be replayed."""

@@ -25,13 +25,7 @@ F64 = torch.float64
 PREFIX = "module."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are small: one thread avoids OpenMP spinning on a busy 2-core machine (3–5× faster there)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_swin() -> SwinTransformer:

@@ -14,12 +14,7 @@ from fss_attr.data.episode import Episode
 F64 = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_hand_derived_deeplift_on_a_two_layer_relu_network():

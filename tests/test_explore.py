@@ -16,7 +16,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from fss_attr import AffinityExplainer  # noqa: E402
 from fss_attr.affex.interp import upsample_bilinear  # noqa: E402
 from fss_attr.explore import ExplorerSession, controlled_source, create_app  # noqa: E402
-from fss_attr.explore.session import level_weights_from_ablation  # noqa: E402
+from fss_attr.models.base import level_weights_from_ablations  # noqa: E402
 from fss_attr.ops.reference import literal_probabilities  # noqa: E402
 
 SIZE, SHOTS, EPISODES = 64, 2, 3
@@ -98,7 +98,7 @@ def test_cached_ablation_weights_equal_the_adapters(session, model):
     enc = session.encoded(0)
     r = torch.zeros(1, SIZE, SIZE, dtype=torch.bool)
     r[0, 10:30, 20:25] = True
-    assert torch.equal(level_weights_from_ablation(enc.logits, enc.ablated_logits, r),
+    assert torch.equal(level_weights_from_ablations(enc.logits, enc.ablated_logits, r),
                        model.level_weights(enc.state, r, enc.logits))
 
 
@@ -152,7 +152,7 @@ def test_reverse_view_matches_the_definition(client, session, softmax, top_k, we
     enc = session.encoded(1)
     w = torch.tensor(out["level_weights"], dtype=torch.float64)
     if weights == "ablation":
-        assert torch.equal(w, level_weights_from_ablation(enc.logits, enc.ablated_logits, enc.prediction)[0])
+        assert torch.equal(w, level_weights_from_ablations(enc.logits, enc.ablated_logits, enc.prediction)[0])
     ref, ref_levels = reverse_reference(enc, 1, 37, 21, w, softmax, top_k)
     got = f32(out["map"], [SIZE, SIZE]).double()
     assert torch.allclose(got, ref, atol=2e-5), float((got - ref).abs().max())

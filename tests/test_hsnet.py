@@ -43,14 +43,7 @@ def randomize_norms(model, seed=0):
     return model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_intra_op_thread():
-    """These tests run many small ops (the looped references); on busy cores two intra-op threads wait on each
-    other at every op (measured: 400 s for this file with two threads under load 11, 50 s with one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,7 @@ from fss_attr.testing import random_masks, random_region
 from tests.test_metrics_models import ConvMatcher
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_intra_op_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_max_fusion_is_the_elementwise_max_of_per_shot_logits(gen):

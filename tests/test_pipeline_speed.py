@@ -30,12 +30,7 @@ from toy_adapter import PooledPixelMatcher  # noqa: E402
 F64 = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def episode(b, n, size, seed, dtype=F64):

@@ -28,14 +28,7 @@ from tests.conftest import FAST_BACKENDS
 SHAPES = [(3, 4, 6, 5, 5), (2, 5, 3, 3, 4), (4, 1, 8, 2, 2)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Everything here is tiny; with 2 OpenMP threads on a 2-core machine that is busy, each parallel region
-    waits for a descheduled thread (measured: the tiny training 30× slower). One thread, restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cos(a, b):

@@ -23,6 +23,7 @@ from fss_attr.affex.explainer import VARIANTS, AffinityExplainer, check_nonnegat
 from fss_attr.affex.interp import linear_interp_matrix, upsample_bilinear
 from fss_attr.affex.levels import LevelFeatures, LevelScores
 from fss_attr.explanation import minmax
+from fss_attr.models.base import level_weights_from_ablations
 from fss_attr.ops.torch_twin import similarity_scores
 
 WEIGHTINGS = ("ablation", "uniform")
@@ -79,26 +80,6 @@ def controlled_source(n_episodes: int, seed: int = 42, shots: int = 5, size: int
     from fss_attr.evaluation.episodes import ControlledEpisodes
 
     return ControlledEpisodes(n_episodes, seed=seed, n_shots=shots, size=(size, size))
-
-
-def level_weights_from_ablation(logits: torch.Tensor, ablated: list, region: torch.Tensor) -> torch.Tensor:
-    """The paper's layer-ablation weights [B, L] float64 for ``region`` from cached decoder outputs.
-
-    The same arithmetic as :meth:`fss_attr.models.MatchingAdapter.level_weights` (|Δ mean foreground logit over
-    R| per level, normalized to sum 1; uniform when no ablation changes the logit), with the L ablated decodes
-    done once per episode instead of once per region.
-    """
-    r = region.to(torch.float64)
-    size = r.flatten(1).sum(1).clamp_min(1)
-
-    def fg_mean(lg):
-        return (lg[:, 1].double() * r).flatten(1).sum(1) / size
-
-    base = fg_mean(logits)
-    deltas = torch.stack([(fg_mean(a) - base).abs() for a in ablated], dim=1)
-    total = deltas.sum(1, keepdim=True)
-    uniform = torch.full_like(deltas, 1.0 / len(ablated))
-    return torch.where(total > 0, deltas / total.clamp_min(1e-30), uniform)
 
 
 class ExplorerSession:
@@ -260,7 +241,7 @@ class ExplorerSession:
     def weights_for(self, enc: EncodedEpisode, region: torch.Tensor, weights: str) -> torch.Tensor:
         """[1, L] float64 level weights: ablation weights for ``region`` or uniform 1/L."""
         if weights == "ablation":
-            return level_weights_from_ablation(enc.logits, enc.ablated_logits, region)
+            return level_weights_from_ablations(enc.logits, enc.ablated_logits, region)
         n = len(enc.levels)
         return torch.full((1, n), 1.0 / n, dtype=torch.float64, device=self.device)
 

@@ -114,15 +114,19 @@ class MatchingAdapter(nn.Module, abc.ABC):
         """Logits [K, B, 2, H, W] of ``decode(state, ablate_level=l)`` for the K levels (default all L)."""
         return torch.cat([lg for _, lg in self.iter_ablations(state, levels, batch_size)])
 
+    def iter_ablated_foreground(self, state: Any, batch_size: int | None = None):
+        """Yields (level indices, foreground logits [k, B, H, W]): channel 1 of ``decode(state, ablate_level=l)``
+        for every level, what :meth:`level_weights` reads. Default: channel 1 of :meth:`iter_ablations`; an
+        adapter may compute that channel alone (DCAMA does)."""
+        for chunk, lg in self.iter_ablations(state, None, batch_size):
+            yield chunk, lg[:, :, 1]
+
     def sequential_level_weights(self, state: Any, region: torch.Tensor,
                                  logits: torch.Tensor | None = None) -> torch.Tensor:
         """:meth:`level_weights` computed with one ``decode(state, ablate_level=l)`` per level: the reference."""
         logits = self.decode(state) if logits is None else logits
-        fg_mean = _fg_mean(region)
-        base = fg_mean(logits)
-        deltas = torch.stack([(fg_mean(self.decode(state, ablate_level=l)) - base).abs()
-                              for l in range(self.n_levels)], dim=1)
-        return _normalise_deltas(deltas, self.n_levels)
+        return level_weights_from_ablations(logits, [self.decode(state, ablate_level=l)
+                                                     for l in range(self.n_levels)], region)
 
     @torch.no_grad()
     def level_weights(self, state: Any, region: torch.Tensor, logits: torch.Tensor | None = None,
@@ -130,16 +134,16 @@ class MatchingAdapter(nn.Module, abc.ABC):
         """The paper's layer-ablation weights [B, L] float64: |Δ mean foreground logit over R| per level, summing to 1.
 
         Episodes where no ablation changes the logit get uniform weights. The L ablated decodes run through
-        :meth:`iter_ablations` (batched, ``batch_size`` elements per pass); the numbers are those of the
+        :meth:`iter_ablated_foreground` (batched, ``batch_size`` elements per pass); the numbers are those of the
         per-level decodes (:meth:`sequential_level_weights`) up to floating-point rounding.
         """
         logits = self.decode(state) if logits is None else logits
         fg_mean = _fg_mean(region)
-        base = fg_mean(logits)
+        base = fg_mean(logits[:, 1])
         deltas = torch.empty(base.shape[0], self.n_levels, dtype=torch.float64, device=base.device)
-        for chunk, lg in self.iter_ablations(state, None, batch_size):
+        for chunk, fg in self.iter_ablated_foreground(state, batch_size):
             for j, l in enumerate(chunk):
-                deltas[:, l] = (fg_mean(lg[j]) - base).abs()
+                deltas[:, l] = (fg_mean(fg[j]) - base).abs()
         return _normalise_deltas(deltas, self.n_levels)
 
     # ---- the query encoded once ----------------------------------------------------------------------------
@@ -205,10 +209,22 @@ def concat_states(states: Sequence[Any]) -> Any:
     return first
 
 
+def level_weights_from_ablations(logits: torch.Tensor, ablated: Sequence[torch.Tensor],
+                                 region: torch.Tensor) -> torch.Tensor:
+    """The paper's layer-ablation weights [B, L] float64 from the logits [B, 2, H, W] and the L ablated decodes'
+    logits (each [B, 2, H, W]): |Δ mean foreground logit over ``region`` [B, H, W]| per level, summing to 1
+    (uniform where no ablation changes it). The arithmetic of :meth:`MatchingAdapter.level_weights`."""
+    fg_mean = _fg_mean(region)
+    base = fg_mean(logits[:, 1])
+    deltas = torch.stack([(fg_mean(a[:, 1]) - base).abs() for a in ablated], dim=1)
+    return _normalise_deltas(deltas, len(ablated))
+
+
 def _fg_mean(region: torch.Tensor):
+    """fg [B, H, W] -> [B] float64: the mean over ``region`` [B, H, W] (float64 sum)."""
     r = region.to(torch.float64)
     size = r.flatten(1).sum(1).clamp_min(1)
-    return lambda lg: (lg[:, 1].double() * r).flatten(1).sum(1) / size
+    return lambda fg: (fg.double() * r).flatten(1).sum(1) / size
 
 
 def _normalise_deltas(deltas: torch.Tensor, n_levels: int) -> torch.Tensor:

@@ -41,7 +41,7 @@ from fss_attr.data.episode import Episode
 from fss_attr.affex.levels import LevelFeatures
 from fss_attr.models import checkpoint
 from fss_attr.models import dcama_blocks
-from fss_attr.models.base import MatchingAdapter, _normalise_deltas, level_chunks
+from fss_attr.models.base import MatchingAdapter, level_chunks
 from fss_attr.models.dcama_blocks import DCAMAHead
 from fss_attr.backbones.resnet import bottleneck_count, bottleneck_features
 from fss_attr.backbones.swin import SwinTransformer, swin_b_384
@@ -226,36 +226,25 @@ class DCAMA(MatchingAdapter):
                 logits = F.interpolate(logits, size=state.image_size, mode="bilinear", align_corners=True)
             yield chunk, logits.contiguous().view(len(chunk), -1, *logits.shape[1:])
 
-    @torch.no_grad()
-    def level_weights(self, state: DCAMAState, region: torch.Tensor, logits: torch.Tensor | None = None,
-                      batch_size: int | None = None) -> torch.Tensor:
-        """The paper's layer-ablation weights [B, L] float64 (:meth:`MatchingAdapter.level_weights`), with the
-        decoder's last convolution run for the foreground class only.
-
-        A weight reads only the mean over R of the foreground logit (channel 1): the last convolution
-        (``mixer3``'s final 3×3, 16 -> 2 channels) computes its output channels independently, so channel 1
-        alone is the same sum of products as in the full decode, and the mean over R is taken as the base
-        class does (float64 sum of the logits). (Reading the mean as ⟨x, K_R⟩ through the convolution's
-        adjoint would skip the convolution too, but it reads the same 16-channel input once — the memory-bound
-        part of the cost — and its float32 dot product over 16·H·W terms loses to that float64 sum: about
+    def iter_ablated_foreground(self, state: DCAMAState, batch_size: int | None = None):
+        """Yields (level indices, foreground logits [k, B, H, W]) of the ablated decodes
+        (:meth:`MatchingAdapter.iter_ablated_foreground`, what the level weights read), with the decoder's last
+        convolution run for the foreground class only: that convolution (``mixer3``'s final 3×3, 16 -> 2
+        channels) computes its output channels independently, so channel 1 alone is the same sum of products
+        as in the full decode. (Reading the region's mean as ⟨x, K_R⟩ through the convolution's adjoint would
+        skip the convolution too, but it reads the same 16-channel input once — the memory-bound part of the
+        cost — and its float32 dot product over 16·H·W terms loses to the float64 sum of the weights: about
         1e-7 absolute on deltas that can be 1e-6.) When the logits are resized to the image (not the case for
         the official input sizes) it takes the base class's path.
         """
-        logits = self.decode(state) if logits is None else logits
         head_size = tuple(state.query_skips[1].shape[-2:])
         if tuple(4 * s for s in head_size) != tuple(state.image_size):
-            return super().level_weights(state, region, logits, batch_size)
-        b, n = logits.shape[0], self.n_levels
-        r = region.to(torch.float64).flatten(1)                                                  # [B, H·W]
-        size = r.sum(1).clamp_min(1)
-        base = (logits[:, 1].double().flatten(1) * r).sum(1) / size                             # [B]
+            yield from super().iter_ablated_foreground(state, batch_size)
+            return
         last = self.model.mixer3[-1]
-        deltas = torch.empty(b, n, dtype=torch.float64, device=logits.device)
         for chunk, x in self._ablated_tails(state, None, batch_size):
             fg = F.conv2d(x, last.weight[1:2], last.bias[1:2], last.stride, last.padding, last.dilation)
-            means = (fg.reshape(len(chunk), b, -1).double() * r).sum(-1) / size                 # [k, B]
-            deltas[:, chunk] = (means - base).abs().T
-        return _normalise_deltas(deltas, n)
+            yield chunk, fg.reshape(len(chunk), -1, *fg.shape[-2:])
 
     def _ablated_tails(self, state: DCAMAState, levels=None, batch_size: int | None = None):
         """Yields (level indices, x [k·B, C, H', W'] channels-last): the input of the decoder's last convolution
